@@ -1,0 +1,1 @@
+"""Celery wiring: thin tasks over `monitor/`."""
