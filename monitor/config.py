@@ -124,6 +124,8 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(path, f"not valid YAML: {getattr(exc, 'problem', exc)}",
                           line=mark.line + 1 if mark else None) from None
+    except ValueError as exc:
+        raise ConfigError(path, f"bad value: {exc}") from None
 
 
 def strip_lines(value: Any) -> Any:

@@ -45,3 +45,12 @@ def pg_store() -> Iterator[Store]:
 def store(request) -> Store:
     """Both real back ends: a test using `store` runs once on each."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture
+def feed_server():
+    """A real HTTP server on loopback (tests/feedserver.py), fresh for each test."""
+    from feedserver import FeedServer
+
+    with FeedServer() as server:
+        yield server

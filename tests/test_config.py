@@ -94,3 +94,10 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     assert settings.config_dir == tmp_path
     assert settings.database_url == "sqlite:///elsewhere.db"
     assert settings.redis_url is None
+
+
+def test_an_impossible_date_is_a_config_error(tmp_path):
+    path = tmp_path / "baseline.yaml"
+    path.write_text("products:\n  - trade_name: X\n    approval_date: 2023-02-30\n")
+    with pytest.raises(ConfigError, match="bad value"):
+        load_sources(path)

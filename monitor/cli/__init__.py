@@ -1,0 +1,8 @@
+"""Command-line entry point: `atmp-monitor`."""
+
+from monitor.cli import poll as _poll  # noqa: F401  (registers commands)
+from monitor.cli.app import app
+
+
+def main() -> None:
+    app()

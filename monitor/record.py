@@ -1,0 +1,225 @@
+"""Writing one source's diff into the store: entries, events, their classification, and what it teaches.
+
+Runs inside the poll's transaction, so entries, events, learned products and the outbox rows written by
+`outbox` either all land or none do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from monitor.catalogue import Catalogue
+from monitor.classify import classify
+from monitor.config import SourceConfig
+from monitor.diff import Change, Seen, SeenIndex, diff_entries, event_identity, link_hash, title_date_hash
+from monitor.models import Entry, Product
+from monitor.store import EntryRow, EventRow, ProductRow, SourceRow
+
+Outbox = Callable[[Session, EventRow], None]
+
+OLD_NEWS = timedelta(days=14)
+"""An item first seen this long after its publication date is history: it is stored, not alerted."""
+
+
+@dataclass
+class Recorded:
+    new: int = 0
+    updated: int = 0
+    seen: int = 0
+    events: list[int] = field(default_factory=list)
+
+
+def seen_index(session: Session, source_id: str, entries: Sequence[Entry]) -> SeenIndex:
+    """Only the stored rows that could match this batch, fetched with three indexed look-ups."""
+    keys = {e.key for e in entries}
+    links = {h for e in entries if (h := link_hash(e))}
+    titles = {title_date_hash(e) for e in entries}
+    index = SeenIndex()
+    query = select(EntryRow).where(EntryRow.source_id == source_id)
+    rows = session.scalars(
+        query.where(EntryRow.key.in_(keys) | EntryRow.link_hash.in_(links) | EntryRow.title_date_hash.in_(titles))
+    )
+    for row in rows:
+        seen = Seen(entry_id=row.id, key=row.key, fingerprint=row.fingerprint, event_id=row.event_id)
+        index.by_key[row.key] = seen
+        if row.link_hash:
+            index.by_link.setdefault(row.link_hash, seen)
+        index.by_title_date.setdefault(row.title_date_hash, seen)
+    return index
+
+
+def _copy_content(row: EntryRow, entry: Entry) -> None:
+    row.key = entry.key
+    row.guid = entry.guid
+    row.link = entry.link
+    row.link_hash = link_hash(entry)
+    row.title_date_hash = title_date_hash(entry)
+    row.title = entry.title
+    row.summary = entry.summary
+    row.published = entry.published
+    row.updated = entry.updated
+    row.categories = list(entry.categories)
+    row.fingerprint = entry.fingerprint
+
+
+def apply_classification(event: EventRow, catalogue: Catalogue) -> None:
+    result = classify(event.title, event.summary, regulator=event.regulator, catalogue=catalogue)
+    event.is_atmp = result.is_atmp
+    event.modality = result.modality
+    event.eu_category = result.eu_category
+    event.submodality = result.submodality
+    event.event_type = result.event
+    event.products = [{"name": p.name, "known": p.known} for p in result.products]
+    event.confidence = result.confidence
+    event.reasons = list(result.reasons)
+
+
+def learn_products(session: Session, event: EventRow, catalogue: Catalogue) -> list[str]:
+    """A detected first approval adds its products to that regulator's catalogue, citing the event."""
+    if not (event.is_atmp and event.event_type == "new_product"):
+        return []
+    learned = []
+    for mention in event.products:
+        if mention["known"] or catalogue.lookup(mention["name"], event.regulator) is not None:
+            continue
+        product = Product(
+            regulator=event.regulator,
+            trade_name=mention["name"],
+            approval_date=event.published.date() if event.published else None,
+            modality=event.modality,
+            submodality=event.submodality,
+            learned_from_event=event.id,
+        )
+        session.add(
+            ProductRow(
+                regulator=product.regulator,
+                trade_name=product.trade_name,
+                approval_date=product.approval_date,
+                modality=product.modality,
+                submodality=product.submodality,
+                learned_from_event=event.id,
+            )
+        )
+        catalogue.add(product)
+        learned.append(product.trade_name)
+    return learned
+
+
+def learned_products(session: Session) -> list[Product]:
+    return [
+        Product(
+            regulator=row.regulator,
+            trade_name=row.trade_name,
+            proper_name=row.proper_name,
+            aliases=tuple(row.aliases or ()),
+            sponsor=row.sponsor,
+            approval_date=row.approval_date,
+            indication=row.indication,
+            modality=row.modality,
+            submodality=row.submodality,
+            learned_from_event=row.learned_from_event,
+        )
+        for row in session.scalars(select(ProductRow).order_by(ProductRow.id))
+    ]
+
+
+def _event_for_other_source(session: Session, entry: Entry) -> EventRow | None:
+    """The same announcement already stored from another feed, by link or by title and day."""
+    event = session.scalar(select(EventRow).where(EventRow.identity == event_identity(entry)))
+    if event is not None:
+        return event
+    match = EntryRow.title_date_hash == title_date_hash(entry)
+    if (link := link_hash(entry)) is not None:
+        match = match | (EntryRow.link_hash == link)
+    row = session.scalars(select(EntryRow).where(match).limit(1)).first()
+    return session.get(EventRow, row.event_id) if row is not None else None
+
+
+def _should_alert(source: SourceConfig, row: SourceRow, entry: Entry, now: datetime) -> bool:
+    if row.initialised_at is None:
+        return source.alert_backlog
+    return entry.published is None or entry.published >= now - OLD_NEWS
+
+
+class Recorder:
+    """Applies one source's changes; one instance per source poll, inside its transaction."""
+
+    def __init__(self, session: Session, source: SourceConfig, row: SourceRow, catalogue: Catalogue,
+                 outbox: Outbox | None, now: datetime):
+        self.session = session
+        self.source = source
+        self.row = row
+        self.catalogue = catalogue
+        self.outbox = outbox
+        self.now = now
+        self.result = Recorded()
+
+    def record(self, entries: Sequence[Entry]) -> Recorded:
+        for change in diff_entries(entries, seen_index(self.session, self.source.id, entries)):
+            if change.kind == "new":
+                self._new(change.entry)
+            elif change.kind == "updated":
+                self._updated(change)
+            else:
+                self._seen(change)
+        return self.result
+
+    def _new(self, entry: Entry) -> None:
+        self.result.new += 1
+        event = _event_for_other_source(self.session, entry)
+        if event is None:
+            event = EventRow(
+                identity=event_identity(entry),
+                regulator=self.source.regulator,
+                title=entry.title,
+                link=entry.link,
+                summary=entry.summary,
+                published=entry.published,
+                alert=_should_alert(self.source, self.row, entry, self.now),
+                sources=[self.source.id],
+                created_at=self.now,
+                updated_at=self.now,
+            )
+            self.session.add(event)
+            self._classify_and_publish(event)
+            self.result.events.append(event.id)
+        elif self.source.id not in event.sources:
+            event.sources = [*event.sources, self.source.id]
+        entry_row = EntryRow(source_id=self.source.id, event_id=event.id, first_seen_at=self.now,
+                             last_seen_at=self.now)
+        _copy_content(entry_row, entry)
+        self.session.add(entry_row)
+
+    def _updated(self, change: Change) -> None:
+        self.result.updated += 1
+        entry_row = self.session.get(EntryRow, change.previous.entry_id)
+        _copy_content(entry_row, change.entry)
+        entry_row.last_seen_at = self.now
+        event = self.session.get(EventRow, entry_row.event_id)
+        event.title = change.entry.title
+        event.summary = change.entry.summary
+        event.link = change.entry.link or event.link
+        event.published = change.entry.published or event.published
+        event.status = "updated"
+        event.revision += 1
+        event.updated_at = self.now
+        self._classify_and_publish(event)
+
+    def _seen(self, change: Change) -> None:
+        self.result.seen += 1
+        if change.rekeyed:
+            entry_row = self.session.get(EntryRow, change.previous.entry_id)
+            entry_row.key = change.entry.key
+            entry_row.guid = change.entry.guid
+
+    def _classify_and_publish(self, event: EventRow) -> None:
+        apply_classification(event, self.catalogue)
+        self.session.flush()
+        learn_products(self.session, event, self.catalogue)
+        if self.outbox is not None and event.alert:
+            self.outbox(self.session, event)
