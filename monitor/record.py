@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitor.catalogue import Catalogue
-from monitor.classify import classify
+from monitor.classify import Analysis, analyse
 from monitor.config import SourceConfig
 from monitor.diff import Change, Seen, SeenIndex, diff_entries, event_identity, link_hash, title_date_hash
 from monitor.models import Entry, Product
@@ -67,8 +67,9 @@ def _copy_content(row: EntryRow, entry: Entry) -> None:
     row.fingerprint = entry.fingerprint
 
 
-def apply_classification(event: EventRow, catalogue: Catalogue) -> None:
-    result = classify(event.title, event.summary, regulator=event.regulator, catalogue=catalogue)
+def apply_classification(event: EventRow, catalogue: Catalogue) -> Analysis:
+    analysis = analyse(event.title, event.summary, regulator=event.regulator, catalogue=catalogue)
+    result = analysis.classification
     event.is_atmp = result.is_atmp
     event.modality = result.modality
     event.eu_category = result.eu_category
@@ -77,28 +78,32 @@ def apply_classification(event: EventRow, catalogue: Catalogue) -> None:
     event.products = [{"name": p.name, "known": p.known} for p in result.products]
     event.confidence = result.confidence
     event.reasons = list(result.reasons)
+    return analysis
 
 
-def learn_products(session: Session, event: EventRow, catalogue: Catalogue) -> list[str]:
+def learn_products(session: Session, event: EventRow, analysis: Analysis, catalogue: Catalogue) -> list[str]:
     """A detected first approval adds its products to that regulator's catalogue, citing the event."""
     if not (event.is_atmp and event.event_type == "new_product"):
         return []
     learned = []
-    for mention in event.products:
-        if mention["known"] or catalogue.lookup(mention["name"], event.regulator) is not None:
+    for found in analysis.products:
+        trade_name = found.trade_name or found.proper_name or found.name
+        if found.known or catalogue.lookup(trade_name, event.regulator) is not None:
             continue
         product = Product(
             regulator=event.regulator,
-            trade_name=mention["name"],
+            trade_name=trade_name,
+            proper_name=found.proper_name,
             approval_date=event.published.date() if event.published else None,
-            modality=event.modality,
-            submodality=event.submodality,
+            modality=found.modality or event.modality,
+            submodality=found.submodality or event.submodality,
             learned_from_event=event.id,
         )
         session.add(
             ProductRow(
                 regulator=product.regulator,
                 trade_name=product.trade_name,
+                proper_name=product.proper_name,
                 approval_date=product.approval_date,
                 modality=product.modality,
                 submodality=product.submodality,
@@ -128,16 +133,44 @@ def learned_products(session: Session) -> list[Product]:
     ]
 
 
-def _event_for_other_source(session: Session, entry: Entry) -> EventRow | None:
-    """The same announcement already stored from another feed, by link or by title and day."""
-    event = session.scalar(select(EventRow).where(EventRow.identity == event_identity(entry)))
-    if event is not None:
-        return event
-    match = EntryRow.title_date_hash == title_date_hash(entry)
-    if (link := link_hash(entry)) is not None:
-        match = match | (EntryRow.link_hash == link)
-    row = session.scalars(select(EntryRow).where(match).limit(1)).first()
-    return session.get(EventRow, row.event_id) if row is not None else None
+@dataclass
+class _Elsewhere:
+    """Events already stored from other feeds that entries of this batch may repeat."""
+
+    by_identity: dict[str, EventRow] = field(default_factory=dict)
+    by_link: dict[str, int] = field(default_factory=dict)
+    by_title_date: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, session: Session, source_id: str, entries: Sequence[Entry]) -> _Elsewhere:
+        found = cls()
+        if not entries:
+            return found
+        identities = {event_identity(e) for e in entries}
+        for event in session.scalars(select(EventRow).where(EventRow.identity.in_(identities))):
+            found.by_identity[event.identity] = event
+        links = {h for e in entries if (h := link_hash(e))}
+        titles = {title_date_hash(e) for e in entries}
+        rows = session.execute(
+            select(EntryRow.link_hash, EntryRow.title_date_hash, EntryRow.event_id).where(
+                EntryRow.source_id != source_id,
+                EntryRow.link_hash.in_(links) | EntryRow.title_date_hash.in_(titles),
+            )
+        )
+        for row_link, row_title, event_id in rows:
+            if row_link:
+                found.by_link.setdefault(row_link, event_id)
+            found.by_title_date.setdefault(row_title, event_id)
+        return found
+
+    def event_for(self, session: Session, entry: Entry) -> EventRow | None:
+        """The same announcement already stored from another feed, by link or by title and day."""
+        event = self.by_identity.get(event_identity(entry))
+        if event is not None:
+            return event
+        link = link_hash(entry)
+        event_id = (self.by_link.get(link) if link else None) or self.by_title_date.get(title_date_hash(entry))
+        return session.get(EventRow, event_id) if event_id is not None else None
 
 
 def _should_alert(source: SourceConfig, row: SourceRow, entry: Entry, now: datetime) -> bool:
@@ -158,20 +191,32 @@ class Recorder:
         self.outbox = outbox
         self.now = now
         self.result = Recorded()
+        self._published: list[tuple[EventRow, Analysis]] = []
+        self._new_events: list[EventRow] = []
 
     def record(self, entries: Sequence[Entry]) -> Recorded:
-        for change in diff_entries(entries, seen_index(self.session, self.source.id, entries)):
-            if change.kind == "new":
-                self._new(change.entry)
-            elif change.kind == "updated":
-                self._updated(change)
-            else:
-                self._seen(change)
+        """Write every change, then flush once and publish: per-entry flushes cost more than the parsing."""
+        with self.session.no_autoflush:
+            changes = diff_entries(entries, seen_index(self.session, self.source.id, entries))
+            elsewhere = _Elsewhere.load(self.session, self.source.id, [c.entry for c in changes if c.kind == "new"])
+            for change in changes:
+                if change.kind == "new":
+                    self._new(change.entry, elsewhere)
+                elif change.kind == "updated":
+                    self._updated(change)
+                else:
+                    self._seen(change)
+        self.session.flush()
+        self.result.events = [event.id for event in self._new_events]
+        for event, analysis in self._published:
+            learn_products(self.session, event, analysis, self.catalogue)
+            if self.outbox is not None and event.alert:
+                self.outbox(self.session, event)
         return self.result
 
-    def _new(self, entry: Entry) -> None:
+    def _new(self, entry: Entry, elsewhere: _Elsewhere) -> None:
         self.result.new += 1
-        event = _event_for_other_source(self.session, entry)
+        event = elsewhere.event_for(self.session, entry)
         if event is None:
             event = EventRow(
                 identity=event_identity(entry),
@@ -186,12 +231,13 @@ class Recorder:
                 updated_at=self.now,
             )
             self.session.add(event)
+            elsewhere.by_identity[event.identity] = event
             self._classify_and_publish(event)
-            self.result.events.append(event.id)
+            self._new_events.append(event)
         elif self.source.id not in event.sources:
             event.sources = [*event.sources, self.source.id]
-        entry_row = EntryRow(source_id=self.source.id, event_id=event.id, first_seen_at=self.now,
-                             last_seen_at=self.now)
+        entry_row = EntryRow(source_id=self.source.id, first_seen_at=self.now, last_seen_at=self.now)
+        entry_row.event = event
         _copy_content(entry_row, entry)
         self.session.add(entry_row)
 
@@ -218,8 +264,4 @@ class Recorder:
             entry_row.guid = change.entry.guid
 
     def _classify_and_publish(self, event: EventRow) -> None:
-        apply_classification(event, self.catalogue)
-        self.session.flush()
-        learn_products(self.session, event, self.catalogue)
-        if self.outbox is not None and event.alert:
-            self.outbox(self.session, event)
+        self._published.append((event, apply_classification(event, self.catalogue)))

@@ -443,7 +443,7 @@ def _exclusion(item: _Item, ids: _UniqueIds) -> ExclusionRule:
     alternatives = []
     if spec.endings:
         endings = "|".join(map(re.escape, sorted(spec.endings, key=len, reverse=True)))
-        alternatives.append(rf"(?i:(?<![\w-])[a-z]{{2,}}(?:{endings})(?!\w))")
+        alternatives.append(rf"(?<!-)(?i:[a-z]*(?:{endings}))")
     pattern = _phrase_pattern(item, spec, alternatives)
     return ExclusionRule(spec.id, spec.says, pattern, tuple(spec.endings), spec.weight)
 
@@ -471,21 +471,32 @@ def _longest_first(stems: tuple[Stem, ...]) -> tuple[Stem, ...]:
 
 def phrase_regex(phrase: str) -> str:
     """A phrase as written by a rule author, as a regular expression (see the header of keywords.yaml)."""
+    return rf"(?<!\w){_phrase_body(phrase)}(?!\w)"
+
+
+def _phrase_body(phrase: str) -> str:
     parts = []
     for word in (w for w in re.split(_SEPARATOR, phrase.strip()) if w):
         parts.append(re.escape(word[:-1]) + r"\w*" if word.endswith("*") else re.escape(word))
-    return r"(?<!\w)" + _SEPARATOR.join(parts) + r"(?!\w)"
+    return _SEPARATOR.join(parts)
 
 
 def _phrase_pattern(item: _Item, spec: _PhraseSpec, extra: list[str] | None = None) -> re.Pattern[str]:
+    """One expression per rule, word boundaries outside the alternatives: checked once per position, it is
+    several times faster than a boundary on each phrase."""
     alternatives = list(extra or [])
+    # Longest first: a regular expression takes the first alternative that fits, not the longest.
     if spec.phrases:
-        alternatives.append("(?i:" + "|".join(map(phrase_regex, spec.phrases)) + ")")
-    alternatives.extend(map(phrase_regex, spec.acronyms))
+        alternatives.append("(?i:" + "|".join(map(_phrase_body, _longest_phrases(spec.phrases))) + ")")
+    alternatives.extend(map(_phrase_body, _longest_phrases(spec.acronyms)))
     if not alternatives:
         raise ConfigError(item.path, "a rule needs at least one phrase, acronym or ending", line=item.line,
                           entry=_label(item, "rule", "id"))
-    return re.compile("|".join(alternatives))
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
+
+
+def _longest_phrases(phrases: list[str]) -> list[str]:
+    return sorted(phrases, key=len, reverse=True)
 
 
 def _gene_name_pattern(vector_stems: tuple[Stem, ...], cell_stems: tuple[Stem, ...]) -> re.Pattern[str]:

@@ -31,7 +31,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -137,6 +137,7 @@ class EntryRow(Base):
     categories: Mapped[list] = mapped_column(default=list)
     fingerprint: Mapped[str] = mapped_column(String(64))
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    event: Mapped[EventRow] = relationship()
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -94,3 +94,20 @@ def test_unknown_source_id_is_a_config_error(config_dir):
     result = CliRunner().invoke(app, ["--config", str(config_dir), "poll", "--source", "nope"])
     assert result.exit_code == 2
     assert "no source with id 'nope'" in result.output
+
+
+def test_reclassify_reports_what_it_changed(config_dir):
+    run("--config", str(config_dir), "poll")
+    result = run("--config", str(config_dir), "reclassify")
+    assert result.exit_code == 0
+    assert result.output.strip() == "1 events reclassified, 0 changed"
+
+
+def test_classify_knows_products_the_store_has_learned(config_dir):
+    line = '{"title": "FDA expands approval of Tecelra to adolescents", "regulator": "FDA"}\n'
+    before = json.loads(CliRunner().invoke(app, ["--config", str(config_dir), "classify", "-"], input=line).output)
+    run("--config", str(config_dir), "poll")
+    after = json.loads(CliRunner().invoke(app, ["--config", str(config_dir), "classify", "-"], input=line).output)
+    assert before["products"] == []
+    assert after["products"] == [{"name": "Tecelra", "known": True}]
+    assert after["event"] == "new_indication"

@@ -223,7 +223,7 @@ def test_a_detected_first_approval_teaches_the_catalogue(store, feed_server):
     assert approval.is_atmp and approval.event_type == "new_product"
     with store.transaction() as session:
         learned = session.scalars(select(ProductRow)).all()
-    assert "Tecelra" in {p.trade_name for p in learned}
+    assert {(p.trade_name, p.proper_name) for p in learned} == {("Tecelra", "afamitresgene autoleucel")}
     assert all(p.learned_from_event == approval.id and p.regulator == "FDA" for p in learned)
 
     label_update = {"guid": "fda-tecelra-label", "title": "FDA approves updated label for Tecelra",
@@ -233,3 +233,10 @@ def test_a_detected_first_approval_teaches_the_catalogue(store, feed_server):
     Poller(store, [source(feed_server)], BASELINE).poll(now=NOW + timedelta(minutes=10))
     follow_up = events(store)[-1]
     assert {"name": "Tecelra", "known": True} in follow_up.products
+
+    by_inn = {"guid": "fda-afami-inn", "title": "Afamitresgene autoleucel label updated with new safety data",
+              "link": "https://www.fda.gov/news/afami-inn", "summary": "", "date": NOW}
+    feed_server.set("/fda.xml", rss(by_inn, label_update, TECELRA))
+    Poller(store, [source(feed_server)], BASELINE).poll(now=NOW + timedelta(minutes=20))
+    inn_products = events(store)[-1].products
+    assert inn_products and all(p["known"] for p in inn_products)

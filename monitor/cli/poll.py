@@ -14,6 +14,7 @@ from monitor.fetch import FetchError, fetch, make_client
 from monitor.models import Validators
 from monitor.parse import ParseError, parse_feed
 from monitor.poll import SourceReport
+from monitor.reclassify import reclassify as reclassify_events
 from monitor.record import learned_products
 from monitor.runtime import Runtime
 from monitor.store import EventRow, SourceRow
@@ -156,3 +157,16 @@ def events_list(
         flag = "" if event.alert else " (history)"
         typer.echo(f"#{event.id:<5} {_when(event.published)[:10]:<10} {event.regulator:<7} {kind:<14} "
                    f"{terminal_safe(event.title)}{flag}")
+
+
+@app.command()
+def reclassify(
+    notify: bool = typer.Option(
+        False, "--notify", help="Queue alerts for subscriptions an event newly matches (never repeats one)."
+    ),
+) -> None:
+    """Classify every stored event again with the current rules and catalogue; by default tells nobody."""
+    runtime = load_runtime()
+    outbox = runtime.poller().outbox if notify else None
+    report = reclassify_events(runtime.store, runtime.baseline, outbox=outbox)
+    typer.echo(f"{report.total} events reclassified, {report.changed} changed")
