@@ -81,6 +81,10 @@ def apply_classification(event: EventRow, catalogue: Catalogue) -> Analysis:
     return analysis
 
 
+_STORED_PRODUCT_FIELDS = ("regulator", "trade_name", "proper_name", "sponsor", "approval_date", "indication",
+                          "modality", "submodality", "learned_from_event")
+
+
 def learn_products(session: Session, event: EventRow, analysis: Analysis, catalogue: Catalogue) -> list[str]:
     """A detected first approval adds its products to that regulator's catalogue, citing the event."""
     if not (event.is_atmp and event.event_type == "new_product"):
@@ -99,17 +103,7 @@ def learn_products(session: Session, event: EventRow, analysis: Analysis, catalo
             submodality=found.submodality or event.submodality,
             learned_from_event=event.id,
         )
-        session.add(
-            ProductRow(
-                regulator=product.regulator,
-                trade_name=product.trade_name,
-                proper_name=product.proper_name,
-                approval_date=product.approval_date,
-                modality=product.modality,
-                submodality=product.submodality,
-                learned_from_event=event.id,
-            )
-        )
+        session.add(ProductRow(**{name: getattr(product, name) for name in _STORED_PRODUCT_FIELDS}))
         catalogue.add(product)
         learned.append(product.trade_name)
     return learned
@@ -117,18 +111,7 @@ def learn_products(session: Session, event: EventRow, analysis: Analysis, catalo
 
 def learned_products(session: Session) -> list[Product]:
     return [
-        Product(
-            regulator=row.regulator,
-            trade_name=row.trade_name,
-            proper_name=row.proper_name,
-            aliases=tuple(row.aliases or ()),
-            sponsor=row.sponsor,
-            approval_date=row.approval_date,
-            indication=row.indication,
-            modality=row.modality,
-            submodality=row.submodality,
-            learned_from_event=row.learned_from_event,
-        )
+        Product(aliases=tuple(row.aliases or ()), **{name: getattr(row, name) for name in _STORED_PRODUCT_FIELDS})
         for row in session.scalars(select(ProductRow).order_by(ProductRow.id))
     ]
 
