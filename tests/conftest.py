@@ -18,6 +18,12 @@ def _pg_conninfo(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1).split("?", 1)[0]
 
 
+@pytest.fixture(autouse=True)
+def _own_default_database(tmp_path, monkeypatch) -> None:
+    """Code that falls back to the configured database gets one of the test's own, never var/ or $DATABASE_URL."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'default.db'}")
+
+
 @pytest.fixture
 def sqlite_store(tmp_path) -> Iterator[Store]:
     store = open_store(f"sqlite:///{tmp_path / 'atmp.db'}")

@@ -125,7 +125,8 @@ def test_bad_rules_folder_is_a_config_error(config_dir, tmp_path):
 
 def test_the_installed_command_reads_a_pipe(config_dir):
     """The real process, as a shell pipeline would run it."""
-    env = {**os.environ, "ATMP_MONITOR_CONFIG": str(config_dir)}
+    env = {**os.environ, "ATMP_MONITOR_CONFIG": str(config_dir),
+           "DATABASE_URL": f"sqlite:///{config_dir / 'no-store-yet.db'}"}
     done = subprocess.run(
         [sys.executable, "-c", "from monitor.cli import main; main()", "classify"],
         input=_jsonl({"title": "FDA approves lifileucel (Amtagvi)", "regulator": "FDA"}).encode(),
