@@ -5,14 +5,18 @@ The CLI and the Celery tasks both start here, so they can never disagree about c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+
+import httpx
 
 from monitor.catalogue import load_baseline
 from monitor.config import ConfigError, Settings, SourceConfig, load_sources
 from monitor.models import Product
+from monitor.outbox import make_health_watch, make_outbox
 from monitor.poll import Poller
 from monitor.store import Store, open_store
+from monitor.subscriptions import Subscriptions, load_optional
 
 
 @dataclass
@@ -20,6 +24,7 @@ class Runtime:
     settings: Settings
     sources: list[SourceConfig]
     baseline: list[Product]
+    subscriptions: Subscriptions = field(default_factory=Subscriptions)
 
     @classmethod
     def load(cls, settings: Settings) -> Runtime:
@@ -31,6 +36,7 @@ class Runtime:
             settings=settings,
             sources=load_sources(folder / "sources.yaml"),
             baseline=load_baseline(folder / "baseline.yaml"),
+            subscriptions=load_optional(folder / "subscriptions.yaml"),
         )
 
     @cached_property
@@ -43,5 +49,7 @@ class Runtime:
                 return source
         raise ConfigError(self.settings.config_dir / "sources.yaml", f"no source with id {source_id!r}")
 
-    def poller(self) -> Poller:
-        return Poller(self.store, self.sources, self.baseline)
+    def poller(self, client: httpx.Client | None = None) -> Poller:
+        """`client`: a long-lived worker passes its own, so each poll does not build one (and its TLS context)."""
+        return Poller(self.store, self.sources, self.baseline, outbox=make_outbox(self.subscriptions),
+                      health_watch=make_health_watch(self.subscriptions), client=client)

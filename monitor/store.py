@@ -170,7 +170,13 @@ class ProductRow(Base):
 
 
 class DeliveryRow(Base):
-    """The outbox: one row per (subscription, event), written in the transaction that stores the event."""
+    """The outbox: one row per (subscription, event), written in the transaction that stores the event.
+
+    `kind` says what the row carries: `event` (an immediate alert), `digest_item` (an event waiting for its
+    subscription's next digest; `digest_id` points at the digest that carried it), `digest` (one digest
+    message) or `health` (a source-health alert; `payload` keeps what was true when the incident opened).
+    A failed row with `next_attempt_at` set will be retried; without it, it failed for good until retried.
+    """
 
     __tablename__ = "deliveries"
 
@@ -178,16 +184,64 @@ class DeliveryRow(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     subscription: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(16), default="event", server_default="event",
+                                      comment="event|digest_item|digest|health")
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
-    status: Mapped[str] = mapped_column(String(16), default="pending", comment="pending|sending|sent|failed")
+    digest_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", name="fk_deliveries_digest_id"))
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("source_incidents.id", name="fk_deliveries_incident_id"))
+    payload: Mapped[dict | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending",
+                                        comment="pending|sending|sent|failed; queued|batched for digest items")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0",
+                                            comment="messages of a split digest already accepted")
     next_attempt_at: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_response: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_deliveries_status_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_status_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_subscription_status", "subscription", "status"),
+        Index("ix_deliveries_digest_id", "digest_id"),
+    )
+
+
+class DigestRunRow(Base):
+    """One scheduled digest slot of one subscription; the unique slot stops a second run of the same slot."""
+
+    __tablename__ = "digest_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription: Mapped[str] = mapped_column(String(100))
+    slot: Mapped[datetime | None] = mapped_column(comment="the schedule time served; null for a manual send")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
+
+    __table_args__ = (UniqueConstraint("subscription", "slot", name="uq_digest_runs_subscription_slot"),)
+
+
+class SourceIncidentRow(Base):
+    """A source failing (or changed shape) as one health subscription sees it: alerted on open and on recovery."""
+
+    __tablename__ = "source_incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription: Mapped[str] = mapped_column(String(100))
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"))
+    started_at: Mapped[datetime] = mapped_column(comment="the source's failing_since when the incident opened")
+    opened_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("subscription", "source_id", "started_at", name="uq_source_incidents_started"),
+    )
 
 
 def _alembic_config(url: str) -> AlembicConfig:
@@ -198,9 +252,11 @@ def _alembic_config(url: str) -> AlembicConfig:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL and a busy timeout let a worker and the CLI share the SQLite file without 'database is locked'."""
+    """WAL and a busy timeout let a worker and the CLI share the SQLite file without 'database is locked';
+    under WAL, synchronous=NORMAL loses no committed transaction on a process crash and saves an fsync each."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
