@@ -36,9 +36,14 @@ class LineError(ValueError):
 
 
 def _baseline() -> list[Product]:
-    """The configured catalogue: the baseline file plus what the store has learned, if a store exists yet."""
+    """The baseline file alone: what `eval` measures against, so its figures do not depend on a store."""
+    return load_baseline(settings().config_dir / "baseline.yaml")
+
+
+def _configured_catalogue() -> list[Product]:
+    """What `classify` judges against: the baseline plus what the store has learned, if a store exists yet."""
     current = settings()
-    products = load_baseline(current.config_dir / "baseline.yaml")
+    products = _baseline()
     url = make_url(current.database_url)
     if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
         return products
@@ -75,7 +80,7 @@ def classify_command(
     """
     try:
         rules = _rules(rules_path)
-        catalogue = Catalogue(_baseline())
+        catalogue = Catalogue(_configured_catalogue())
     except ConfigError as exc:
         raise fail_on_config_error(exc) from None
     failed = False
