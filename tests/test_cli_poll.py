@@ -112,9 +112,3 @@ def test_classify_knows_products_the_store_has_learned(config_dir):
     assert after["products"] == [{"name": "Tecelra", "known": True}]
     assert after["event"] == "new_indication"
 
-
-def test_eval_measures_against_the_baseline_alone_whatever_the_store_learned(config_dir):
-    corpus = ROOT / "tests" / "data" / "corpus.jsonl"
-    before = run("--config", str(config_dir), "eval", str(corpus), "--json").output
-    run("--config", str(config_dir), "poll")
-    assert run("--config", str(config_dir), "eval", str(corpus), "--json").output == before
