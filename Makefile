@@ -9,11 +9,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install run test lint bench
+.PHONY: install run test bench
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/atmp-monitor --config examples/config poll
+	$(VENV)/bin/atmp-monitor --config examples/config run
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

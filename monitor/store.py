@@ -244,6 +244,21 @@ class SourceIncidentRow(Base):
     )
 
 
+class TaskRunRow(Base):
+    """One row per beat entry, overwritten by each run."""
+
+    __tablename__ = "task_runs"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True,
+                                      comment="the beat entry: poll:<source>, digest:<name>, sweep")
+    task: Mapped[str] = mapped_column(String(100))
+    last_started_at: Mapped[datetime]
+    last_finished_at: Mapped[datetime]
+    last_outcome: Mapped[str] = mapped_column(String(32))
+    last_detail: Mapped[str | None] = mapped_column(Text)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+
+
 def _alembic_config(url: str) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))

@@ -1,10 +1,12 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from monitor.store import EntryRow, EventRow, SourceRow
+from monitor.store import Base, EntryRow, EventRow, SourceRow
 
 PUBLISHED = datetime(2023, 12, 8, 9, 30, tzinfo=timezone(timedelta(hours=-5)))
 
@@ -58,3 +60,9 @@ def test_a_failed_transaction_leaves_nothing_behind(store):
         raise RuntimeError("crash mid-poll")
     with store.transaction() as session:
         assert session.scalars(select(EventRow)).all() == []
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_declares(store):
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []

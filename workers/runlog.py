@@ -9,26 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Mapped, mapped_column
 
-from monitor.store import Base, Store
-
-
-class TaskRunRow(Base):
-    """One row per beat entry, overwritten by each run."""
-
-    __tablename__ = "task_runs"
-
-    name: Mapped[str] = mapped_column(String(200), primary_key=True,
-                                      comment="the beat entry: poll:<source>, digest:<name>, sweep")
-    task: Mapped[str] = mapped_column(String(100))
-    last_started_at: Mapped[datetime]
-    last_finished_at: Mapped[datetime]
-    last_outcome: Mapped[str] = mapped_column(String(32))
-    last_detail: Mapped[str | None] = mapped_column(Text)
-    runs: Mapped[int] = mapped_column(Integer, default=0)
+from monitor.store import Store, TaskRunRow
 
 
 @dataclass(frozen=True)
