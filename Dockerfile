@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so that editing code or config does not reinstall them.
+# The package (with its dependencies) is installed before templates and config are copied, so editing
+# those does not reinstall anything; editing code does.
 COPY pyproject.toml README.md ./
 COPY monitor ./monitor
 COPY workers ./workers

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_CONFIG_DIR = Path("config")
 DEFAULT_DATABASE_FILE = Path("var") / "atmp-monitor.db"
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 
 
@@ -74,12 +76,32 @@ class SourceConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url_is_fetchable(cls, url: str) -> str:
-        parts = urlsplit(url.strip())
-        if parts.scheme in ("http", "https") and parts.netloc:
-            return url.strip()
+        """Refused here rather than at the first fetch: a port out of range or a host that is not a valid name
+        would otherwise fail every poll, with nothing in the config pointing at the cause."""
+        text = url.strip()
+        parts = urlsplit(text)
         if parts.scheme == "file" and parts.path:
-            return url.strip()
+            return text
+        if parts.scheme in ("http", "https") and parts.netloc:
+            try:
+                _ = parts.port
+                httpx.URL(text).raw_host.decode("ascii").encode("idna")
+            except (ValueError, httpx.InvalidURL) as exc:
+                raise ValueError(f"not a usable URL: {url!r} ({exc})") from None
+            return text
         raise ValueError(f"not an http(s) or file:// URL: {url!r}")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_valid(cls, headers: dict[str, str]) -> dict[str, str]:
+        """A line break in a value would be refused by the HTTP library on every request (or, worse, start a
+        header of its own); a name must be an HTTP token."""
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"not a valid header name: {name!r}")
+            if any(char in value for char in "\r\n\0"):
+                raise ValueError(f"header {name} has a line break or NUL in its value")
+        return headers
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,11 @@ can win, committed before anything is sent; the result is recorded after. Transi
 connection errors, 5xx, 408, 429) are retried with exponential backoff and jitter, never sooner than the
 receiver's Retry-After; permanent ones (other 4xx, refused addresses, missing secrets) stop and stay
 visible until someone retries them. A row left in `sending` by a worker that died is returned to retry
-by the reaper. A crash after the receiver accepted but before we recorded it can repeat one send; the
-stable delivery key (X-ATMP-Delivery, Message-ID) lets receivers drop that repeat.
+by the reaper. An alert whose event no longer matches its subscription when it comes to be sent
+(reclassified meanwhile, or the filter narrowed) is dropped, as a digest drops such items, so it can be
+queued again should the event ever match again. A crash after the receiver accepted but before we
+recorded it can repeat one send; the stable delivery key (X-ATMP-Delivery, Message-ID) lets receivers
+drop that repeat.
 
 Digests: events for a digest subscription wait as `digest_item` rows (`queued`). Sending a digest claims
 them all at once (`queued` → `batched`, pointing at a new `digest` row), so two runs of the same digest
@@ -64,9 +67,10 @@ class DeliveryReport:
     failed: int = 0
     retrying: int = 0
     reaped: int = 0
+    dropped: int = 0
 
     def add(self, status: str) -> None:
-        if status in ("sent", "failed", "retrying"):
+        if status in ("sent", "failed", "retrying", "dropped"):
             setattr(self, status, getattr(self, status) + 1)
 
 
@@ -183,6 +187,10 @@ def _health_view(payload: dict) -> HealthView:
     )
 
 
+class NoLongerWanted(Exception):
+    """The event of an alert no longer matches its subscription: the row is dropped, not sent."""
+
+
 def notification_for(session: Session, subscriptions: Subscriptions, row: DeliveryRow) -> Notification:
     subscription = subscriptions.get(row.subscription)
     if subscription is None:
@@ -193,24 +201,36 @@ def notification_for(session: Session, subscriptions: Subscriptions, row: Delive
         return Notification(kind="digest", events=_digest_events(session, row.id), **common)
     if row.kind == "health":
         return Notification(kind="health", health=_health_view(row.payload), **common)
-    event = session.get(EventRow, row.event_id)
-    return Notification(kind="event", events=(EventView.from_row(event),), **common)
+    event = EventView.from_row(session.get(EventRow, row.event_id))
+    if not subscription.wants(event):
+        raise NoLongerWanted
+    return Notification(kind="event", events=(event,), **common)
 
 
-def _prepare(store: Store, subscriptions: Subscriptions, ids: Sequence[int]
-             ) -> tuple[list[tuple[int, Notification]], list[tuple[int, TransportError]]]:
-    ready: list[tuple[int, Notification]] = []
-    broken: list[tuple[int, TransportError]] = []
+@dataclass
+class Prepared:
+    """Claimed rows sorted by what happens next: sent, recorded as failed at once, or dropped."""
+
+    ready: list[tuple[int, Notification]]
+    broken: list[tuple[int, TransportError]]
+    dropped: list[tuple[int, str]]
+
+
+def _prepare(store: Store, subscriptions: Subscriptions, ids: Sequence[int]) -> Prepared:
+    prepared = Prepared([], [], [])
     with store.transaction() as session:
         for row in session.scalars(select(DeliveryRow).where(DeliveryRow.id.in_(ids)).order_by(DeliveryRow.id)):
             try:
-                ready.append((row.id, notification_for(session, subscriptions, row)))
+                prepared.ready.append((row.id, notification_for(session, subscriptions, row)))
+            except NoLongerWanted:
+                prepared.dropped.append((row.id, row.subscription))
+                session.delete(row)
             except TransportError as exc:
-                broken.append((row.id, exc))
+                prepared.broken.append((row.id, exc))
             except Exception as exc:
                 log.exception("cannot build delivery %d for %s", row.id, row.subscription)
-                broken.append((row.id, TransportError(f"internal error: {type(exc).__name__}: {exc}")))
-    return ready, broken
+                prepared.broken.append((row.id, TransportError(f"internal error: {type(exc).__name__}: {exc}")))
+    return prepared
 
 
 def _send_group(channel: str, notifications: list[Notification], context: SendContext) -> list[Outcome]:
@@ -254,10 +274,14 @@ def record(store: Store, delivery_id: int, outcome: Outcome, claimed_at: datetim
 
 def _send_claimed(runtime: Runtime, ids: Sequence[int], now: datetime) -> dict[int, str]:
     """Send claimed rows, grouped by channel; the status each ended in."""
-    ready, broken = _prepare(runtime.store, runtime.subscriptions, ids)
-    statuses = {delivery_id: record(runtime.store, delivery_id, error, now, now) for delivery_id, error in broken}
+    prepared = _prepare(runtime.store, runtime.subscriptions, ids)
+    statuses = {delivery_id: record(runtime.store, delivery_id, error, now, now)
+                for delivery_id, error in prepared.broken}
+    for delivery_id, subscription in prepared.dropped:
+        log.info("delivery %d to %s: dropped, its event no longer matches the subscription", delivery_id, subscription)
+        statuses[delivery_id] = "dropped"
     groups: dict[str, list[tuple[int, Notification]]] = {}
-    for delivery_id, notification in ready:
+    for delivery_id, notification in prepared.ready:
         groups.setdefault(notification.subscription.channel, []).append((delivery_id, notification))
     context = send_context(runtime, now)
     for channel, group in groups.items():

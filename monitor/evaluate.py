@@ -167,6 +167,9 @@ def _expected(path: Path, number: int, value: Any) -> dict[str, Any]:
     unknown = sorted(set(value) - {"is_atmp", *FIELDS})
     if unknown:
         raise CorpusError(path, number, f"unknown expected field(s): {', '.join(unknown)}")
+    wrong = [name for name in FIELDS if value.get(name) is not None and not isinstance(value[name], str)]
+    if wrong:
+        raise CorpusError(path, number, f"expected {', '.join(wrong)} must be a string or null")
     if not value["is_atmp"] and any(value.get(name) is not None for name in FIELDS):
         raise CorpusError(path, number, "an item labelled not ATMP has every other expected field null")
     return {"is_atmp": value["is_atmp"], **{name: value.get(name) for name in FIELDS}}

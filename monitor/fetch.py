@@ -22,12 +22,16 @@ from urllib.request import url2pathname
 
 import httpx
 
+from monitor import __version__
 from monitor.config import SourceConfig
 from monitor.models import FetchResult, Validators
 
-DEFAULT_USER_AGENT = "atmp-monitor/0.1 (+https://github.com/atmp-monitor/atmp-monitor; regulatory news monitor)"
+DEFAULT_USER_AGENT = (
+    f"atmp-monitor/{__version__} (+https://github.com/atmp-monitor/atmp-monitor; regulatory news monitor)"
+)
 DEFAULT_MAX_BYTES = 5_000_000
 CONNECT_TIMEOUT = 10.0
+PROBE_TIMEOUT = 5.0
 MAX_REDIRECTS = 5
 _ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
@@ -78,6 +82,19 @@ def fetch(
         return _fetch_http(client, source, validators, max_bytes, user_agent)
     with make_client(user_agent=user_agent) as own_client:
         return _fetch_http(own_client, source, validators, max_bytes, user_agent)
+
+
+def reachable(client: httpx.Client, url: str, *, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the server of `url` can be reached from here at all; any answer, even an error status, says yes.
+
+    It only has to tell a dead uplink from one dead site, so a HEAD, with no body to download, is enough.
+    """
+    try:
+        with _translated_errors(timeout):
+            client.head(url, timeout=httpx.Timeout(timeout), follow_redirects=False)
+    except FetchError as exc:
+        return not exc.network
+    return True
 
 
 def _body_hash(body: bytes) -> str:
@@ -236,7 +253,9 @@ def _translated_errors(timeout: float) -> Iterator[None]:
         raise FetchError("connection closed before the response was complete") from None
     except httpx.DecodingError:
         raise FetchError("response body could not be decoded (bad compression)") from None
-    except httpx.UnsupportedProtocol as exc:
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise FetchError(f"unsupported URL: {exc}") from None
+    except UnicodeError:
+        raise FetchError("host name that cannot be looked up (an empty or over-long label)") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"{type(exc).__name__}: {exc}") from None

@@ -12,6 +12,12 @@ from monitor.store import SourceRow
 
 BACKOFF_CEILING = timedelta(hours=6)
 
+SHAPE_CHANGED = "feed changed shape"
+"""How a failure caused by a feed answering 200 with the wrong shape starts; health alerts open on it at once."""
+RETRY_AFTER_CEILING = timedelta(days=1)
+"""A server may ask for a pause, not to be forgotten: a longer Retry-After (a year, or digits enough to overflow
+a date) is cut to this, so that polling never gives up on a source."""
+
 
 def backoff_delay(interval: int, failures: int, retry_after: float | None = None) -> timedelta:
     """`interval` × 2^(failures-1), capped at the ceiling (or the interval, if that is longer)."""
@@ -19,7 +25,7 @@ def backoff_delay(interval: int, failures: int, retry_after: float | None = None
     ceiling = max(base, BACKOFF_CEILING)
     delay = min(base * (2 ** max(failures - 1, 0)), ceiling)
     if retry_after is not None:
-        delay = max(delay, timedelta(seconds=retry_after))
+        delay = max(delay, timedelta(seconds=min(retry_after, RETRY_AFTER_CEILING.total_seconds())))
     return delay
 
 

@@ -30,6 +30,9 @@ _BLOCK_TAGS = frozenset({
 })
 _INVISIBLE_TAGS = frozenset({"script", "style", "template", "noscript", "head", "title"})
 _FIELD_SEPARATOR = "\x1f"
+# Characters XML 1.0 forbids. feedparser still hands them over from broken feeds (`&#0;`), and PostgreSQL
+# refuses a NUL in text: kept, one such character would fail every poll of its source.
+_NOT_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # The store keeps keys in a VARCHAR(300); longer identities are kept as their hash.
 MAX_KEY_LENGTH = 300
 
@@ -37,6 +40,11 @@ MAX_KEY_LENGTH = 300
 def _is_tracking(name: str) -> bool:
     lowered = name.lower()
     return lowered.startswith("utm_") or lowered in _TRACKING_PARAMS
+
+
+def xml_chars(text: str) -> str:
+    """The text without the characters no feed may contain; everything stored from a feed passes here."""
+    return _NOT_XML_CHARS.sub("", text)
 
 
 def canonical_link(url: str | None) -> str | None:
@@ -47,7 +55,7 @@ def canonical_link(url: str | None) -> str | None:
     """
     if not url:
         return None
-    compact = _WHITESPACE.sub("", url)
+    compact = _WHITESPACE.sub("", xml_chars(url))
     try:
         parts = urlsplit(compact)
         port = parts.port
@@ -103,11 +111,11 @@ def plain_text(html: str | None) -> str:
     collector = _TextCollector()
     collector.feed(html)
     collector.close()
-    return " ".join("".join(collector.chunks).split())
+    return _one_line("".join(collector.chunks))
 
 
 def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
+    return " ".join(xml_chars(text or "").split())
 
 
 def clean_title(title: str | None) -> str:

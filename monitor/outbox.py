@@ -16,8 +16,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from monitor.channels.base import EventView
+from monitor.health import SHAPE_CHANGED
 from monitor.store import DeliveryRow, EventRow, SourceIncidentRow, SourceRow
-from monitor.subscriptions import SHAPE_CHANGE_PREFIX, Subscription, Subscriptions
+from monitor.subscriptions import Subscription, Subscriptions
 
 Outbox = Callable[[Session, EventRow], None]
 HealthWatch = Callable[[Session, SourceRow, datetime], None]
@@ -94,7 +95,7 @@ def _should_open(subscription: Subscription, source: SourceRow, now: datetime) -
     """Failing for the configured time, or changed shape (a silent breakage nobody should wait on)."""
     if source.failing_since is None or not source.consecutive_failures:
         return False
-    if (source.last_error or "").startswith(SHAPE_CHANGE_PREFIX):
+    if (source.last_error or "").startswith(SHAPE_CHANGED):
         return True
     return (now - source.failing_since).total_seconds() >= subscription.health.after
 

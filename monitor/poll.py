@@ -8,11 +8,14 @@ two never makes the service believe it has seen items it has not stored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.orm import Session
@@ -20,7 +23,7 @@ from sqlalchemy.orm import Session
 from monitor import health
 from monitor.catalogue import Catalogue
 from monitor.config import SourceConfig
-from monitor.fetch import FetchError, fetch, make_client
+from monitor.fetch import FetchError, fetch, make_client, reachable
 from monitor.models import FetchResult, ParsedFeed, Product, Validators
 from monitor.parse import ParseError, parse_feed
 from monitor.record import Outbox, Recorder, learned_products
@@ -34,6 +37,13 @@ SHAPE_CHANGE_MIN_ENTRIES = 3
 """A feed that had at least this many entries and now has none has changed shape (or is broken)."""
 
 FETCH_THREADS = 8
+
+OFFLINE_PROBES = 3
+"""When the one source polled could not be reached, how many other sources' servers are tried before deciding
+that our own network is down (a worker polls one source per task, so "every source failed" is never seen)."""
+
+_ERROR_LENGTH = 300
+"""Longest reason kept for an internal error: a status line, not a dump."""
 
 
 @dataclass
@@ -62,15 +72,47 @@ class _Fetched:
 
 
 def _sync_source_row(session: Session, source: SourceConfig) -> SourceRow:
+    """A source whose URL changed in config is a new feed: its old validators and entry count describe another
+    document, a poll held back by the old address's backoff is due now, and what the new feed already holds is
+    history, as on a first poll (entries it shares with the old feed are still recognised by key and link)."""
     row = session.get(SourceRow, source.id)
     if row is None:
         row = SourceRow(id=source.id, regulator=source.regulator, name=source.name, url=source.url,
                         consecutive_failures=0)
         session.add(row)
     elif row.url != source.url:
-        row.etag = row.last_modified = row.body_hash = None
+        row.etag = row.last_modified = row.body_hash = row.feed_version = None
+        row.last_entry_count = row.initialised_at = row.next_poll_at = None
     row.regulator, row.name, row.url = source.regulator, source.name, source.url
     return row
+
+
+def _loggable(text: str) -> str:
+    """Feed-derived text on one line of plain ASCII, so that it cannot forge or garble log lines."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def _internal_error(exc: Exception) -> str:
+    """A short reason for the status page. A database error's first line only: the rest is the SQL statement with
+    its parameters, which hold feed text (and thousands of values for a big feed)."""
+    cause = getattr(exc, "orig", None) or exc
+    first_line = next(iter(str(cause).splitlines()), "")
+    return f"{type(cause).__name__}: {first_line}"[:_ERROR_LENGTH]
+
+
+def _log_defect(what: str, source_id: str, exc: Exception) -> str:
+    """Logs the frames of an unexpected error without its message (see `_internal_error`); returns the reason."""
+    reason = f"internal error while {what}: {_internal_error(exc)}"
+    log.error("source %s: %s\n%s", source_id, _loggable(reason), "".join(traceback.format_tb(exc.__traceback__)))
+    return reason
+
+
+def _fetch_isolated(source: SourceConfig, validators: Validators, client: httpx.Client) -> _Fetched:
+    """A defect met while fetching one source is that source's failure, not the cycle's."""
+    try:
+        return _fetch_and_parse(source, validators, client)
+    except Exception as exc:
+        return _Fetched(source, error=_log_defect("fetching", source.id, exc))
 
 
 def _fetch_and_parse(source: SourceConfig, validators: Validators, client: httpx.Client) -> _Fetched:
@@ -90,7 +132,7 @@ def _fetch_and_parse(source: SourceConfig, validators: Validators, client: httpx
 def _shape_problem(row: SourceRow, feed: ParsedFeed) -> str | None:
     previous = row.last_entry_count or 0
     if not feed.entries and previous >= SHAPE_CHANGE_MIN_ENTRIES:
-        return f"feed changed shape: 0 entries where the last good fetch had {previous}"
+        return f"{health.SHAPE_CHANGED}: 0 entries where the last good fetch had {previous}"
     return None
 
 
@@ -122,9 +164,10 @@ class Poller:
                           for s in due}
             catalogue = Catalogue([*self.baseline, *learned_products(session)])
         skipped = [SourceReport(s.id, "skipped") for s in wanted if s not in due]
-        fetched = self._fetch_all(due, validators)
-        network_down = len(fetched) > 1 and all(f.network for f in fetched)
-        reports = [self._record_isolated(f, catalogue, now, charge=not network_down) for f in fetched]
+        with self._http_client() as client:
+            fetched = self._fetch_all(client, due, validators)
+            charge = not self._offline(client, fetched)
+        reports = [self._record_isolated(f, catalogue, now, charge=charge) for f in fetched]
         return reports + skipped
 
     def _record_isolated(self, fetched: _Fetched, catalogue: Catalogue, now: datetime, *, charge: bool
@@ -133,18 +176,42 @@ class Poller:
         try:
             return self._record(fetched, catalogue, now, charge=charge)
         except Exception as exc:
-            log.exception("recording source %s failed", fetched.source.id)
-            failed = _Fetched(fetched.source, error=f"internal error while recording: {type(exc).__name__}: {exc}")
+            failed = _Fetched(fetched.source, error=_log_defect("recording", fetched.source.id, exc))
             return self._record(failed, catalogue, now, charge=charge)
 
-    def _fetch_all(self, sources: list[SourceConfig], validators: dict[str, Validators]) -> list[_Fetched]:
-        client = self.client or make_client()
-        try:
-            with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, max(len(sources), 1))) as pool:
-                return list(pool.map(lambda s: _fetch_and_parse(s, validators[s.id], client), sources))
-        finally:
-            if self.client is None:
-                client.close()
+    @contextmanager
+    def _http_client(self) -> Iterator[httpx.Client]:
+        if self.client is not None:
+            yield self.client
+            return
+        with make_client() as client:
+            yield client
+
+    @staticmethod
+    def _fetch_all(client: httpx.Client, sources: list[SourceConfig], validators: dict[str, Validators]
+                   ) -> list[_Fetched]:
+        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, max(len(sources), 1))) as pool:
+            return list(pool.map(lambda s: _fetch_isolated(s, validators[s.id], client), sources))
+
+    def _offline(self, client: httpx.Client, fetched: list[_Fetched]) -> bool:
+        """Whether our own network is down rather than the regulators' sites: every source polled failed the way
+        a dead uplink does, and if that was a single source, the servers of a few other sources do not answer
+        either. With nothing else to ask, one failing source is charged."""
+        if not fetched or not all(f.network for f in fetched):
+            return False
+        if len(fetched) > 1:
+            return True
+        polled = urlsplit(fetched[0].source.url).netloc
+        others: dict[str, str] = {}
+        for source in self.sources:
+            parts = urlsplit(source.url)
+            if source.enabled and parts.scheme in ("http", "https") and parts.netloc != polled:
+                others.setdefault(parts.netloc, source.url)
+        probes = list(others.values())[:OFFLINE_PROBES]
+        if not probes:
+            return False
+        with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+            return not any(pool.map(lambda url: reachable(client, url), probes))
 
     def _record(self, fetched: _Fetched, catalogue: Catalogue, now: datetime, *, charge: bool) -> SourceReport:
         with self.store.transaction() as session:
@@ -161,7 +228,7 @@ class Poller:
         if error is not None:
             health.record_failure(row, now, source.interval, error, retry_after=fetched.retry_after,
                                   charge=charge)
-            log.warning("source %s failed: %s", source.id, error.encode("unicode_escape").decode("ascii"))
+            log.warning("source %s failed: %s", source.id, _loggable(error))
             return SourceReport(source.id, "failed", error=error, charged=charge)
         result = fetched.result
         if fetched.feed is None:

@@ -6,12 +6,12 @@ Runs inside the poll's transaction, so entries, events, learned products and the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from monitor.catalogue import Catalogue
 from monitor.classify import Analysis, analyse
@@ -25,6 +25,10 @@ Outbox = Callable[[Session, EventRow], None]
 OLD_NEWS = timedelta(days=14)
 """An item first seen this long after its publication date is history: it is stored, not alerted."""
 
+IN_CHUNK = 5_000
+"""Values per `IN (...)` list: a statement takes at most 65,535 parameters on PostgreSQL (32,766 on SQLite), and
+a feed may carry tens of thousands of entries."""
+
 
 @dataclass
 class Recorded:
@@ -34,17 +38,30 @@ class Recorded:
     events: list[int] = field(default_factory=list)
 
 
+def _matching(session: Session, query: Select, lookups: Iterable[tuple[InstrumentedAttribute, Collection[str]]]
+              ) -> list:
+    """The rows of `query` whose column holds one of its values, once each and oldest first (so that, of two rows
+    sharing a link, the one first recorded is the one matched), in as many indexed look-ups as the values need."""
+    found = {}
+    for column, values in lookups:
+        ordered = sorted(values)
+        for start in range(0, len(ordered), IN_CHUNK):
+            for row in session.scalars(query.where(column.in_(ordered[start:start + IN_CHUNK]))):
+                found[row.id] = row
+    return [found[row_id] for row_id in sorted(found)]
+
+
+def _lookups(entries: Sequence[Entry]) -> list[tuple[InstrumentedAttribute, Collection[str]]]:
+    """The identities of a batch that a stored entry may share: link, and title and day."""
+    return [(EntryRow.link_hash, {h for e in entries if (h := link_hash(e))}),
+            (EntryRow.title_date_hash, {title_date_hash(e) for e in entries})]
+
+
 def seen_index(session: Session, source_id: str, entries: Sequence[Entry]) -> SeenIndex:
-    """Only the stored rows that could match this batch, fetched with three indexed look-ups."""
-    keys = {e.key for e in entries}
-    links = {h for e in entries if (h := link_hash(e))}
-    titles = {title_date_hash(e) for e in entries}
+    """Only the stored rows of this source that could match this batch: by key, by link, by title and day."""
     index = SeenIndex()
-    query = select(EntryRow).where(EntryRow.source_id == source_id)
-    rows = session.scalars(
-        query.where(EntryRow.key.in_(keys) | EntryRow.link_hash.in_(links) | EntryRow.title_date_hash.in_(titles))
-    )
-    for row in rows:
+    lookups = [(EntryRow.key, {e.key for e in entries}), *_lookups(entries)]
+    for row in _matching(session, select(EntryRow).where(EntryRow.source_id == source_id), lookups):
         seen = Seen(entry_id=row.id, key=row.key, fingerprint=row.fingerprint, event_id=row.event_id)
         index.by_key[row.key] = seen
         if row.link_hash:
@@ -81,6 +98,14 @@ def apply_classification(event: EventRow, catalogue: Catalogue) -> Analysis:
     return analysis
 
 
+def _storable(product: Product) -> bool:
+    """A "name" longer than the catalogue's columns is run-on text that happened to end in a stem, not a product;
+    storing it would fail the whole poll on PostgreSQL, which enforces the lengths (SQLite does not)."""
+    columns = ProductRow.__table__.c
+    return all(len(value or "") <= columns[name].type.length for name, value in
+               (("trade_name", product.trade_name), ("proper_name", product.proper_name)))
+
+
 _STORED_PRODUCT_FIELDS = ("regulator", "trade_name", "proper_name", "sponsor", "approval_date", "indication",
                           "modality", "submodality", "learned_from_event")
 
@@ -103,6 +128,8 @@ def learn_products(session: Session, event: EventRow, analysis: Analysis, catalo
             submodality=found.submodality or event.submodality,
             learned_from_event=event.id,
         )
+        if not _storable(product):
+            continue
         session.add(ProductRow(**{name: getattr(product, name) for name in _STORED_PRODUCT_FIELDS}))
         catalogue.add(product)
         learned.append(product.trade_name)
@@ -129,21 +156,13 @@ class _Elsewhere:
         found = cls()
         if not entries:
             return found
-        identities = {event_identity(e) for e in entries}
-        for event in session.scalars(select(EventRow).where(EventRow.identity.in_(identities))):
+        identities = [(EventRow.identity, {event_identity(e) for e in entries})]
+        for event in _matching(session, select(EventRow), identities):
             found.by_identity[event.identity] = event
-        links = {h for e in entries if (h := link_hash(e))}
-        titles = {title_date_hash(e) for e in entries}
-        rows = session.execute(
-            select(EntryRow.link_hash, EntryRow.title_date_hash, EntryRow.event_id).where(
-                EntryRow.source_id != source_id,
-                EntryRow.link_hash.in_(links) | EntryRow.title_date_hash.in_(titles),
-            )
-        )
-        for row_link, row_title, event_id in rows:
-            if row_link:
-                found.by_link.setdefault(row_link, event_id)
-            found.by_title_date.setdefault(row_title, event_id)
+        for row in _matching(session, select(EntryRow).where(EntryRow.source_id != source_id), _lookups(entries)):
+            if row.link_hash:
+                found.by_link.setdefault(row.link_hash, row.event_id)
+            found.by_title_date.setdefault(row.title_date_hash, row.event_id)
         return found
 
     def event_for(self, session: Session, entry: Entry) -> EventRow | None:

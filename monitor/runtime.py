@@ -32,12 +32,11 @@ class Runtime:
         folder = settings.config_dir
         if not folder.is_dir():
             raise ConfigError(folder, "config folder not found")
-        return cls(
-            settings=settings,
-            sources=load_sources(folder / "sources.yaml"),
-            baseline=load_baseline(folder / "baseline.yaml"),
-            subscriptions=load_optional(folder / "subscriptions.yaml"),
-        )
+        sources = load_sources(folder / "sources.yaml")
+        subscriptions = load_optional(folder / "subscriptions.yaml")
+        subscriptions.check_sources({source.id for source in sources})
+        return cls(settings=settings, sources=sources, baseline=load_baseline(folder / "baseline.yaml"),
+                   subscriptions=subscriptions)
 
     @cached_property
     def store(self) -> Store:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from monitor.channels import CHANNELS
@@ -27,7 +27,9 @@ from monitor.config import ConfigError, Duration, describe_validation_error, rea
 MODALITIES = ("gene_therapy", "gene_modified_cell_therapy", "cell_therapy", "tissue_engineered", "combined_atmp")
 EU_CATEGORIES = ("GTMP", "sCTMP", "TEP", "cATMP")
 EVENT_TYPES = ("new_product", "new_indication", "recommendation", "safety", "guidance", "other")
-SHAPE_CHANGE_PREFIX = "feed changed shape"
+
+CRON_PROBE = datetime(2000, 1, 1)
+"""Where a new cron expression is first stepped from, to see that it ever fires; croniter searches decades ahead."""
 
 Mode = Literal["immediate", "digest", "health"]
 TOP_LEVEL_KEYS = ("subscriptions", "email", "templates")
@@ -114,9 +116,16 @@ class Schedule(BaseModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
+        """Five fields only (croniter would read a sixth as seconds), and a date that exists: `0 8 30 2 *`
+        parses, but would make beat fail on its first tick, long after the config was accepted."""
         value = " ".join(value.split())
-        if not croniter.is_valid(value):
-            raise ValueError(f"not a cron expression: {value!r} (e.g. '0 8 * * *' for daily at 08:00)")
+        five_fields = value.startswith("@") or len(value.split()) == 5
+        if not five_fields or not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r} (five fields, e.g. '0 8 * * *' for daily at 08:00)")
+        try:
+            croniter(value, CRON_PROBE).get_next(datetime)
+        except CroniterBadDateError:
+            raise ValueError(f"cron expression {value!r} never fires (no such date)") from None
         return value
 
     @field_validator("timezone")
@@ -239,6 +248,15 @@ class Subscriptions:
 
     def of_mode(self, mode: Mode) -> list[Subscription]:
         return [s for s in self.items if s.mode == mode]
+
+    def check_sources(self, known: set[str]) -> None:
+        """A health subscription naming a source id that sources.yaml lacks would silently watch nothing."""
+        for subscription in self.of_mode("health"):
+            unknown = [s for s in subscription.health.sources if s not in known]
+            if unknown:
+                raise ConfigError(self.path or "subscriptions.yaml",
+                                  f"health: sources: no source with id {', '.join(map(repr, unknown))} "
+                                  f"in sources.yaml", entry=f"subscription {subscription.name!r}")
 
     @cached_property
     def _by_name(self) -> dict[str, Subscription]:

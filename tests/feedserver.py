@@ -6,6 +6,7 @@ It speaks real HTTP over a real socket, so the client code under test runs exact
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -57,6 +58,13 @@ class Programmed:
 
 # (status, headers) or (status, headers, body)
 PostResponse = tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connecting to it is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:

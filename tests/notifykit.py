@@ -104,17 +104,18 @@ class SmtpCatcher:
     """A real SMTP server on 127.0.0.1 that keeps every message it accepts."""
 
     def __init__(self, *, starttls=None, implicit_tls=None, logins: dict[str, str] | None = None,
-                 refuse: set[str] = frozenset()):
+                 refuse: set[str] = frozenset(), port: int = 0):
         self.handler = _Collect(set(refuse))
+        self.authenticator = _Authenticator(logins or {})
         options: dict = {}
         if logins is not None:
-            options.update(authenticator=_Authenticator(logins), auth_required=True)
+            options.update(authenticator=self.authenticator, auth_required=True)
         if starttls is not None:
             options.update(tls_context=starttls, require_starttls=True)
         if implicit_tls is not None:
             # aiosmtpd only counts STARTTLS as TLS when deciding whether to offer AUTH; this socket is TLS.
             options.update(ssl_context=implicit_tls, auth_require_tls=False)
-        self.controller = _FreePortController(self.handler, hostname="127.0.0.1", port=0, **options)
+        self.controller = _FreePortController(self.handler, hostname="127.0.0.1", port=port, **options)
 
     def __enter__(self) -> SmtpCatcher:
         self.controller.start()
@@ -142,10 +143,16 @@ class SmtpCatcher:
 
 
 class _Authenticator:
+    """Checks logins against `logins`; with `unavailable` set it answers 454, as a server whose own
+    authentication backend is down does."""
+
     def __init__(self, logins: dict[str, str]):
         self.logins = logins
+        self.unavailable = False
 
     def __call__(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if self.unavailable:
+            return AuthResult(success=False, handled=False, message="454 4.7.0 Temporary authentication failure")
         ok = isinstance(auth_data, LoginPassword) and self.logins.get(auth_data.login.decode()) == \
             auth_data.password.decode()
         return AuthResult(success=ok, handled=False)

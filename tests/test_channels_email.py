@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
+import time
 from datetime import timedelta
 
 import pytest
@@ -105,6 +108,7 @@ def test_a_template_in_the_override_folder_replaces_the_shipped_one(sqlite_store
     overrides = tmp_path / "my-templates"
     overrides.mkdir()
     (overrides / "digest.txt").write_text("Our house style: {{ subject }} for {{ subscription }}\n")
+    (overrides / "layout.html").write_text("<table>{% block content %}{% endblock %}</table><p>House frame</p>\n")
     runtime = runtime_for(sqlite_store, load_yaml(tmp_path, config(smtp.port, extra="templates: my-templates")),
                           tmp_path)
     digest_events(sqlite_store, runtime.subscriptions)
@@ -114,7 +118,37 @@ def test_a_template_in_the_override_folder_replaces_the_shipped_one(sqlite_store
     (message,) = smtp.messages()
     assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == (
         "Our house style: 2 new ATMP approvals, 1 label expansion — FDA, EMA for ra-weekly\n")
-    assert "New ATMP approvals (2)" in message.get_body(("html",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    assert "New ATMP approvals (2)" in html and "House frame" in html
+
+
+def test_a_broken_override_template_fails_only_its_own_messages_until_fixed(sqlite_store, smtp, tmp_path):
+    overrides = tmp_path / "my-templates"
+    overrides.mkdir()
+    broken = overrides / "health.txt"
+    broken.write_text("{{ health.no_such_field }}\n")
+    ops = "  - {name: ops, channel: email, to: [ops@example.org], mode: health}\n"
+    runtime = runtime_for(sqlite_store, load_yaml(tmp_path, config(smtp.port, extra="templates: my-templates") + ops),
+                          tmp_path)
+    store_event(sqlite_store, runtime.subscriptions, "casgevy")
+    payload = {"source_id": "ema-news", "source_name": "EMA news", "regulator": "EMA", "state": "failing",
+               "reason": "HTTP 503", "since": T0.isoformat(), "at": T0.isoformat()}
+    with sqlite_store.transaction() as session:
+        session.add(DeliveryRow(idempotency_key="ops:health:1:failing", subscription="ops", channel="email",
+                                kind="health", payload=payload, status="pending", attempts=0))
+
+    report = deliver_due(runtime, now=T0)
+
+    assert (report.sent, report.retrying) == (1, 1)
+    assert [m["Subject"] for m in smtp.messages()] == ["New ATMP approval: CASGEVY — FDA"]
+    with sqlite_store.transaction() as session:
+        error = session.scalar(select(DeliveryRow.last_error).where(DeliveryRow.kind == "health"))
+    assert error.startswith("template error in health email: UndefinedError:")
+
+    broken.write_text("Fixed: {{ subject }}\n")
+    os.utime(broken, (time.time() + 10, time.time() + 10))
+    assert deliver_due(runtime, now=T0 + timedelta(hours=1)).sent == 1
+    assert smtp.messages()[-1].get_body(("plain",)).get_content().startswith("Fixed: Source ema-news (EMA) is failing")
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +182,12 @@ def test_tls_and_login_from_the_environment(sqlite_store, tmp_path, certificate,
         assert deliver_due(runtime, now=T0).failed == 1
         assert immediate_error(sqlite_store, event_id) == "SMTP login refused: 535"
 
+        monkeypatch.setenv("TEST_SMTP_PASSWORD", "correct horse")
+        catcher.authenticator.unavailable = True
+        event_id = store_event(sqlite_store, runtime.subscriptions, "elevidys")
+        assert deliver_due(runtime, now=T0).retrying == 1
+        assert immediate_error(sqlite_store, event_id) == "SMTP login refused: 454"
+
 
 def test_unreachable_server_is_retried_and_refused_mailbox_fails_for_good(sqlite_store, tmp_path):
     with SmtpCatcher(refuse={"ops@example.org"}) as catcher:
@@ -160,6 +200,39 @@ def test_unreachable_server_is_retried_and_refused_mailbox_fails_for_good(sqlite
     unreachable = store_event(sqlite_store, runtime.subscriptions, "lyfgenia")
     assert deliver_due(runtime, now=T0).retrying == 1
     assert immediate_error(sqlite_store, unreachable).startswith(f"cannot reach SMTP server 127.0.0.1:{port}")
+
+
+def test_a_digest_queued_while_the_server_is_down_is_sent_whole_once_it_is_up(sqlite_store, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runtime = runtime_for(sqlite_store, load_yaml(tmp_path, config(port)), tmp_path)
+    digest_events(sqlite_store, runtime.subscriptions)
+
+    assert send_digest(runtime, "ra-weekly", now=T0).status == "retrying"
+    store_event(sqlite_store, runtime.subscriptions, "roctavian")  # arrives meanwhile: waits for the next digest
+    with SmtpCatcher(port=port) as catcher:
+        assert deliver_due(runtime, now=T0 + timedelta(hours=1)).sent == 4  # the digest and 3 immediate alerts
+        assert deliver_due(runtime, now=T0 + timedelta(hours=2)).sent == 0
+
+    (digest,) = [m for m in catcher.messages() if "ra-team@example.org" in m["To"]]
+    assert digest["Subject"] == "2 new ATMP approvals, 1 label expansion — FDA, EMA"
+    assert "roctavian" not in digest.get_body(("plain",)).get_content()
+
+
+def test_a_unicode_subject_is_encoded_and_a_line_break_in_feed_text_cannot_add_a_header(sqlite_store, smtp, tmp_path):
+    runtime = runtime_for(sqlite_store, load_yaml(tmp_path, config(smtp.port)), tmp_path)
+    store_event(sqlite_store, runtime.subscriptions, "x", products=[],
+                title="Thérapie génique — 再生医療製品\r\nBcc: victim@example.org")
+
+    assert deliver_due(runtime, now=T0).sent == 1
+
+    (message,) = smtp.messages()
+    headers = smtp.envelopes[0].original_content.split(b"\r\n\r\n", 1)[0]
+    assert message["Subject"] == "New ATMP approval: Thérapie génique — 再生医療製品 Bcc: victim@example.org — FDA"
+    assert headers.isascii() and b"=?utf-8?" in headers
+    assert message["Bcc"] is None and b"\nBcc:" not in headers
+    assert smtp.envelopes[0].rcpt_tos == ["ops@example.org"]
 
 
 def test_a_missing_login_variable_fails_with_its_name(sqlite_store, smtp, tmp_path, monkeypatch):

@@ -138,6 +138,26 @@ def test_after_a_429_the_rest_of_the_batch_waits_without_being_tried(
     assert min(waits) >= T0 + timedelta(seconds=120)
 
 
+@pytest.mark.parametrize(("answer", "reason"), [
+    ((404, {}, b"no_service"), "HTTP 404: no_service"),                  # the webhook was removed
+    ((403, {}, b"invalid_token"), "HTTP 403: invalid_token"),            # its token was revoked
+    ((410, {}, b"channel_is_archived"), "HTTP 410: channel_is_archived"),
+])
+def test_a_webhook_slack_no_longer_knows_fails_for_good_with_slacks_reason(
+        sqlite_store, feed_server, subscriptions, monkeypatch, tmp_path, answer, reason):
+    monkeypatch.setenv("TEST_SLACK_URL", feed_server.url("/services/T000/B000/GONE"))
+    feed_server.set_post_responses("/services/T000/B000/GONE", [answer])
+    runtime = runtime_for(sqlite_store, subscriptions, tmp_path)
+    store_event(sqlite_store, subscriptions, "casgevy")
+
+    assert deliver_due(runtime, now=T0).failed == 1
+    assert deliver_due(runtime, now=T0 + timedelta(days=1)).failed == 0
+    with sqlite_store.transaction() as session:
+        failed = session.scalars(select(DeliveryRow)).one()
+    assert (failed.status, failed.next_attempt_at, failed.last_error) == ("failed", None, reason)
+    assert len(feed_server.posts_to("/services/T000/B000/GONE")) == 1
+
+
 def test_a_missing_webhook_variable_fails_for_good_naming_it(sqlite_store, subscriptions, monkeypatch, tmp_path):
     monkeypatch.delenv("TEST_SLACK_URL", raising=False)
     runtime = runtime_for(sqlite_store, subscriptions, tmp_path)

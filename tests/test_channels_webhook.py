@@ -115,6 +115,19 @@ def test_answers_are_classified_permanent_or_transient(runtime, feed_server, ans
     assert last_error(runtime) == reason
 
 
+def test_a_503_with_retry_after_is_not_retried_before_the_receiver_asked(runtime, feed_server):
+    feed_server.set_post_responses("/atmp", [(503, {"Retry-After": "3600"}, b"maintenance"), (200, {})])
+    store_event(runtime.store, runtime.subscriptions, "casgevy")
+
+    assert deliver_due(runtime, now=T0).retrying == 1
+    with runtime.store.transaction() as session:
+        retry_at = session.scalar(select(DeliveryRow.next_attempt_at))
+    assert retry_at >= T0 + timedelta(hours=1)
+    assert deliver_due(runtime, now=T0 + timedelta(minutes=59)).sent == 0
+    assert deliver_due(runtime, now=retry_at).sent == 1
+    assert len(feed_server.posts_to("/atmp")) == 2
+
+
 def test_a_closed_port_is_a_transient_connection_error(runtime, monkeypatch):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

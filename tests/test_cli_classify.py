@@ -159,12 +159,15 @@ def test_eval_json(config_dir):
             "got": True} in data["misses"]
 
 
-def test_eval_shows_hostile_titles_safely(config_dir, tmp_path):
+def test_eval_shows_hostile_titles_and_labels_safely(config_dir, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(_jsonl({"title": "\x1b[2J CAR T approved", "expected": {"is_atmp": False}}), encoding="utf-8")
+    corpus.write_text(_jsonl({"title": "\x1b[2J CAR T approved", "expected": {"is_atmp": False}},
+                             {"title": "FDA approves Kymriah", "expected": {"is_atmp": True, "modality": "\x1b[5m"}}),
+                      encoding="utf-8")
     result = _run(config_dir, "eval", str(corpus))
     assert "\x1b" not in result.output
     assert "\\x1b[2J CAR T approved" in result.output
+    assert "expected \\x1b[5m" in result.output
 
 
 def test_eval_bad_corpus_exits_2_naming_the_line(config_dir, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from monitor.cli import app
+from monitor.cli.app import terminal_safe
 
 ROOT = Path(__file__).resolve().parents[1]
 FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>FDA</title><link>https://www.fda.gov/</link>
@@ -112,3 +113,29 @@ def test_classify_knows_products_the_store_has_learned(config_dir):
     assert after["products"] == [{"name": "Tecelra", "known": True}]
     assert after["event"] == "new_indication"
 
+
+
+def test_events_list_shows_hostile_titles_safely_in_text_and_json(config_dir, feed_server):
+    hostile = "\u202eFDA approves\u2066 Tecelra".encode()
+    feed_server.set("/fda.xml", FEED.replace(b"FDA approves Tecelra", hostile))
+    run("--config", str(config_dir), "poll", "--source", "fda-press")
+    text = run("--config", str(config_dir), "events", "list").output
+    assert "\\u202eFDA approves\\u2066 Tecelra" in text
+    as_json = run("--config", str(config_dir), "events", "list", "--json").output
+    assert "\\u202eFDA approves\\u2066 Tecelra" in as_json
+    assert not {"\u202e", "\u2066"} & set(text + as_json)
+    assert json.loads(as_json)["title"].startswith("\u202eFDA approves\u2066 Tecelra")
+
+
+def test_terminal_safe_makes_controls_visible_and_leaves_ordinary_text_alone():
+    assert terminal_safe("Santé Canada\tautorise 日本語 — “quoted”") == "Santé Canada\tautorise 日本語 — “quoted”"
+    assert terminal_safe("\x1b[2J\x07\x7f\x9b\u2066") == "\\x1b[2J\\x07\\x7f\\x9b\\u2066"
+
+
+def test_polling_a_disabled_source_says_why_nothing_happened(config_dir):
+    sources = config_dir / "sources.yaml"
+    sources.write_text(sources.read_text().replace("timeout: 1}", "timeout: 1, enabled: false}"))
+    result = run("--config", str(config_dir), "poll", "--source", "ema-news")
+    assert result.exit_code == 0
+    assert "ema-news is disabled in the config (enabled: false), so it is not polled" in result.output
+    assert "0 sources polled" in result.output

@@ -4,7 +4,12 @@ and `migrate`."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import OperationalError
@@ -24,22 +29,30 @@ def event_titles(store: Store) -> list[str]:
         return []
 
 
-def test_run_without_redis_polls_on_schedule_records_events_and_stops_on_sigterm(tmp_path, feed_server):
-    feed_server.set("/feed.xml", rss([("r-1", "First announcement")]))
+@contextmanager
+def running_service(tmp_path: Path, feed_server, first_title: str) -> Iterator[tuple[subprocess.Popen, Store]]:
+    """`atmp-monitor run` with no Redis over one local feed polled every second, yielded once the feed's first
+    item is stored; killed at the end if the test has not stopped it."""
+    feed_server.set("/feed.xml", rss([("r-1", first_title)]))
     config = write_config(tmp_path / "config", [source("local", feed_server.url("/feed.xml"), interval=1)])
     database = tmp_path / "atmp.db"
     process = spawn([str(BIN / "atmp-monitor"), "run"], cwd=tmp_path,
                     env=child_env(config, database, redis_url=None), log=tmp_path / "run.log")
     store = Store(f"sqlite:///{database}")
     try:
-        assert wait_until(lambda: event_titles(store)) == ["First announcement"]
+        assert wait_until(lambda: event_titles(store)) == [first_title]
+        yield process, store
+    finally:
+        stop(process)
+        store.dispose()
+
+
+def test_run_without_redis_polls_on_schedule_records_events_and_stops_on_sigterm(tmp_path, feed_server):
+    with running_service(tmp_path, feed_server, "First announcement") as (process, store):
         feed_server.set("/feed.xml", rss([("r-2", "Second announcement"), ("r-1", "First announcement")]))
         assert wait_until(lambda: len(event_titles(store)) == 2 and event_titles(store))[1] == "Second announcement"
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=30)
-    finally:
-        stop(process)
-        store.dispose()
 
     log = (tmp_path / "run.log").read_text()
     assert exit_code == 0, log
@@ -47,6 +60,18 @@ def test_run_without_redis_polls_on_schedule_records_events_and_stops_on_sigterm
     assert "broker filesystem" in log
     assert len(feed_server.requests_to("/feed.xml")) >= 2
     assert (tmp_path / "var" / "broker" / "queue").is_dir()
+
+
+def test_ctrl_c_stops_the_worker_and_its_beat_cleanly(tmp_path, feed_server):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the worker and beat alike."""
+    with running_service(tmp_path, feed_server, "An announcement") as (process, _):
+        os.killpg(process.pid, signal.SIGINT)
+        exit_code = process.wait(timeout=30)
+
+    log = (tmp_path / "run.log").read_text()
+    assert exit_code == 0, log
+    assert "Warm shutdown" in log and "beat: Shutting down" in log
+    assert "Traceback" not in log
 
 
 def test_run_refuses_a_bad_config_before_starting(tmp_path, monkeypatch):

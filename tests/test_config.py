@@ -58,6 +58,10 @@ def test_relative_file_url_resolves_against_the_config_folder(tmp_path):
         (("interval: 15m", "interval: 0"), "duration must be positive"),
         (("id: fda-press", "id: FDA Press!"), "id:"),
         (("    regulator: FDA\n", ""), "regulator: Field required"),
+        (("https://www.fda.gov/press.xml", "https://www.fda.gov:99999/press.xml"), "not a usable URL"),
+        (("https://www.fda.gov/press.xml", "https://www..fda.gov/press.xml"), "not a usable URL"),
+        (("kind: rss", "kind: rss\n    headers: {X-Token: \"a\\r\\nHost: evil\"}"), "line break or NUL"),
+        (("kind: rss", "kind: rss\n    headers: {Accept Language: en}"), "not a valid header name"),
     ],
 )
 def test_bad_entries_name_file_line_and_entry(tmp_path, change, message):

@@ -193,6 +193,22 @@ def test_transient_failures_give_up_after_the_attempt_budget(runtime, receiver):
     assert failed.last_error.startswith(f"gave up after {deliver.MAX_ATTEMPTS} attempts: HTTP 503")
 
 
+def test_an_alert_whose_event_stopped_matching_is_dropped_and_queued_again_if_it_matches_again(runtime, receiver):
+    event_id = store_event(runtime.store, runtime.subscriptions, "casgevy")
+    update_event(runtime.store, runtime.subscriptions, event_id, T0, is_atmp=False)  # reclassified before sending
+
+    assert deliver_due(runtime, now=T0).dropped == 1
+    assert posts(receiver) == []
+    assert list_deliveries(runtime) == []
+
+    update_event(runtime.store, runtime.subscriptions, event_id, T0 + timedelta(hours=1), is_atmp=True)
+    update_event(runtime.store, runtime.subscriptions, event_id, T0 + timedelta(hours=2), summary="edited")
+    assert deliver_due(runtime, now=T0 + timedelta(hours=2)).sent == 1
+    assert deliver_due(runtime, now=T0 + timedelta(hours=3)).sent == 0
+    ((alert,),) = [p["events"] for p in posts(receiver)]
+    assert (alert["id"], alert["is_atmp"], alert["summary"]) == (event_id, True, "edited")
+
+
 def test_a_delivery_for_a_removed_subscription_fails_with_the_reason(runtime, receiver, tmp_path):
     store_event(runtime.store, runtime.subscriptions, "casgevy")
     runtime.subscriptions = load_yaml(tmp_path, "subscriptions: []\n")

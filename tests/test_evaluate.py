@@ -154,6 +154,7 @@ def test_as_dict_is_json_with_the_figures(small_result):
     ('{"title": "x", "colour": 1, "expected": {"is_atmp": false}}', "unknown field(s): colour"),
     ('{"title": "x", "published": "last week", "expected": {"is_atmp": false}}', "not a YYYY-MM-DD date"),
     ('{"title": "x", "expected": {"is_atmp": true, "modaliti": "x"}}', "unknown expected field(s): modaliti"),
+    ('{"title": "x", "expected": {"is_atmp": true, "modality": ["x"]}}', "expected modality must be a string or null"),
 ])
 def test_bad_corpus_line_is_refused_with_its_number(tmp_path, line, problem):
     path = tmp_path / "corpus.jsonl"

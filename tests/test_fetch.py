@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from feedserver import closed_port
 
 from monitor.config import SourceConfig
-from monitor.fetch import DEFAULT_USER_AGENT, FetchError, fetch, make_client, parse_retry_after
+from monitor.fetch import DEFAULT_USER_AGENT, FetchError, fetch, make_client, parse_retry_after, reachable
 from monitor.models import Validators
 from monitor.parse import ParseError, parse_feed
 
@@ -196,10 +196,7 @@ def test_a_redirect_to_an_html_apology_page_fails_in_parse(feed_server):
 
 
 def test_connection_refused_looks_like_our_network(feed_server):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    error = fetch_error(source(f"http://127.0.0.1:{closed_port}/rss.xml"))
+    error = fetch_error(source(f"http://127.0.0.1:{closed_port()}/rss.xml"))
     assert error.reason == "connection refused"
     assert error.network is True
     assert error.http_status is None
@@ -226,3 +223,16 @@ def test_file_over_the_cap_is_refused(tmp_path):
     feed = tmp_path / "feed.xml"
     feed.write_bytes(b"x" * 2_000)
     assert fetch_error(source(feed.as_uri()), max_bytes=1_500).reason == "body larger than 1.5 kB"
+
+
+def test_a_redirect_to_a_host_name_that_cannot_be_looked_up_is_an_error_of_the_source(feed_server):
+    feed_server.redirect("/rss.xml", "https://bad..host/feed.xml")
+    error = fetch_error(source(feed_server.url("/rss.xml")))
+    assert (error.reason, error.network) == ("host name that cannot be looked up (an empty or over-long label)", False)
+
+
+def test_any_answer_means_a_server_is_reachable_and_a_refused_connection_does_not(feed_server):
+    with make_client() as client:
+        assert reachable(client, feed_server.url("/not-programmed.xml")) is True
+        assert reachable(client, f"http://127.0.0.1:{closed_port()}/feed.xml") is False
+    assert feed_server.requests == [], "a probe asks for headers only, it never GETs the feed"

@@ -1,6 +1,13 @@
 from datetime import UTC, datetime, timedelta
 
-from monitor.health import BACKOFF_CEILING, backoff_delay, is_due, record_failure, record_success
+from monitor.health import (
+    BACKOFF_CEILING,
+    RETRY_AFTER_CEILING,
+    backoff_delay,
+    is_due,
+    record_failure,
+    record_success,
+)
 from monitor.store import SourceRow
 
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -54,3 +61,10 @@ def test_success_resets_health_and_marks_first_poll():
     assert row.initialised_at == NOW + timedelta(hours=1)
     assert row.last_problem.startswith("bozo")
     assert is_due(row, NOW + timedelta(hours=1, minutes=10))
+
+
+def test_an_absurd_retry_after_is_cut_so_polling_never_gives_up():
+    assert backoff_delay(600, 1, retry_after=10.0**20) == RETRY_AFTER_CEILING
+    row = fresh_row()
+    record_failure(row, NOW, 600, "HTTP 503", retry_after=10.0**20, charge=True)
+    assert row.next_poll_at == NOW + RETRY_AFTER_CEILING

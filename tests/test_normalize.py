@@ -15,6 +15,7 @@ from monitor.normalize import (
     to_utc,
     utc_from_string,
     utc_from_struct,
+    xml_chars,
 )
 
 
@@ -163,3 +164,11 @@ def test_entry_key_hashes_identities_too_long_for_the_store():
     assert len(key) <= MAX_KEY_LENGTH
     assert key.startswith("link:sha256:")
     assert key != entry_key(None, long_link + "b", "T", None)
+
+
+def test_characters_no_feed_may_carry_are_dropped_everywhere():
+    assert xml_chars("a\x00b\x1bc\ud800d\ufffee\tf\ng") == "abcde\tf\ng"
+    assert clean_title("FDA\x00 approves\x0c X") == "FDA approves X"
+    assert plain_text("<p>one\x00</p>two\x08") == "one two"
+    assert canonical_link("https://www.fda.gov/a\x00b") == "https://www.fda.gov/ab"
+    assert plain_text("日本語 — Ünïcödé") == "日本語 — Ünïcödé"

@@ -199,3 +199,21 @@ def test_a_changed_shape_opens_an_incident_at_once_and_a_new_failure_is_a_new_in
     _poll_result(store, watch, T0 + timedelta(hours=5), "feed changed shape: 0 entries where the last had 25")
 
     assert [state for _, state, _ in health_rows(store)] == ["failing", "recovered", "failing"]
+
+
+def test_the_real_poller_alerts_a_changed_shape_at_once_and_its_recovery(store, feed_server, tmp_path):
+    """Ties the poller's wording of a shape change to the outbox's test for it: a feed emptied overnight alerts
+    on the first poll that sees it, not an hour later."""
+    three = _rss(("a", "FDA news A"), ("b", "FDA news B"), ("c", "FDA news C"))
+    feed_server.set("/fda.xml", three)
+    source = SourceConfig(id="fda-press", regulator="FDA", name="FDA", url=feed_server.url("/fda.xml"))
+    poller = Poller(store, [source], [], health_watch=make_health_watch(load_yaml(tmp_path, HEALTH)))
+
+    poller.poll(now=T0)
+    feed_server.set("/fda.xml", _rss())
+    poller.poll(now=T0 + timedelta(minutes=15))
+    assert [(name, state) for name, state, _ in health_rows(store)] == [("ops", "failing")]
+
+    feed_server.set("/fda.xml", three)
+    poller.poll(now=T0 + timedelta(hours=2))
+    assert [(name, state) for name, state, _ in health_rows(store)] == [("ops", "failing"), ("ops", "recovered")]

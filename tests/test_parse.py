@@ -176,3 +176,19 @@ def test_charset_mismatch_keeps_the_entries_and_records_the_override():
     feed = parse_feed("pmda", text.encode("shift_jis"), content_type="text/xml; charset=utf-8")
     assert feed.entries[0].title == "再生医療等製品の承認品目一覧を更新しました"
     assert feed.problem.startswith("CharacterEncodingOverride: ")
+
+
+def test_dates_that_cannot_be_read_leave_the_entry_without_a_date():
+    dates = ["sometime in May", "Tue, 32 Jan 2024 10:00 GMT", "9999-12-31T23:59:59-14:00"]
+    items = "".join(f"<item><title>{n}</title><link>https://x.example/{n}</link><pubDate>{date}</pubDate></item>"
+                    for n, date in enumerate(dates))
+    body = f'<rss version="2.0"><channel><title>x</title>{items}</channel></rss>'.encode()
+    feed = parse_feed("src", body, content_type="application/rss+xml")
+    assert [(entry.title, entry.published) for entry in feed.entries] == [("0", None), ("1", None), ("2", None)]
+    assert feed.problem is None
+
+
+def test_a_body_that_crashes_the_parser_is_not_a_feed():
+    body = b'<rss version="2.0"><channel><item><title>A&#xD800;</title><link>https://x.example/a</link></item></channel></rss>'
+    with pytest.raises(ParseError, match=r"^the parser gave up: UnicodeEncodeError"):
+        parse_feed("src", body)

@@ -8,6 +8,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
+from feedserver import closed_port
 from sqlalchemy import select
 
 from monitor.catalogue import load_baseline
@@ -240,3 +241,119 @@ def test_a_detected_first_approval_teaches_the_catalogue(store, feed_server):
     Poller(store, [source(feed_server)], BASELINE).poll(now=NOW + timedelta(minutes=20))
     inn_products = events(store)[-1].products
     assert inn_products and all(p["known"] for p in inn_products)
+
+
+def test_a_malformed_feed_keeps_its_entries_and_its_problem_is_in_health(store, feed_server):
+    feed_server.set("/bozo.xml", (Path(__file__).parent / "data/feeds/bozo-unescaped-ampersand.xml").read_bytes())
+    (report,) = Poller(store, [source(feed_server, path="/bozo.xml")], BASELINE).poll(now=NOW)
+    assert (report.status, report.new) == ("ok", 2)
+    assert report.problem.startswith("SAXParseException")
+    row = source_row(store)
+    assert row.last_problem == report.problem
+    assert (row.consecutive_failures, row.last_success_at) == (0, NOW)
+
+
+@pytest.mark.parametrize("etag", ['"v1"', None], ids=["304", "same-body"])
+def test_an_unchanged_feed_is_never_parsed(sqlite_store, feed_server, monkeypatch, etag):
+    feed_server.set("/fda.xml", rss(KYMRIAH_EXPANSION), etag=etag)
+    poller = Poller(sqlite_store, [source(feed_server)], BASELINE)
+    poller.poll(now=NOW)
+    parsed = []
+    monkeypatch.setattr("monitor.poll.parse_feed", lambda *args, **kwargs: parsed.append(args))
+    (report,) = poller.poll(now=NOW + timedelta(minutes=10))
+    assert report.status == ("not_modified" if etag else "unchanged")
+    assert parsed == []
+
+
+def test_a_crash_while_recording_loses_nothing_and_duplicates_nothing(store, feed_server):
+    feed_server.set("/fda.xml", rss(TECELRA, KYMRIAH_EXPANSION), etag='"v1"')
+    crashes = [RuntimeError("outbox down")]
+
+    def outbox(session, event):
+        if crashes:
+            raise crashes.pop()
+
+    poller = Poller(store, [source(feed_server, alert_backlog=True)], BASELINE, outbox=outbox)
+    (crashed,) = poller.poll(now=NOW)
+    assert crashed.status == "failed"
+    assert crashed.error == "internal error while recording: RuntimeError: outbox down"
+    assert events(store) == []
+    assert source_row(store).etag is None
+
+    (again,) = poller.poll(now=NOW + timedelta(minutes=10))
+    assert (again.status, again.new, len(again.events)) == ("ok", 2, 2)
+    assert sorted(e.title for e in events(store)) == sorted([TECELRA["title"], KYMRIAH_EXPANSION["title"]])
+
+
+def test_a_parser_crash_fails_that_source_alone(sqlite_store, feed_server):
+    feed_server.set("/good.xml", rss(TECELRA))
+    feed_server.set("/crash.xml", rss(KYMRIAH_EXPANSION).replace(b"Kymriah", b"Kymriah &#xD800;"))
+    sources = [source(feed_server, "good", "/good.xml"), source(feed_server, "crash", "/crash.xml")]
+    reports = {r.source_id: r for r in Poller(sqlite_store, sources, BASELINE).poll(now=NOW)}
+    assert (reports["good"].status, reports["good"].new) == ("ok", 1)
+    assert reports["crash"].status == "failed"
+    assert reports["crash"].error.startswith("not a feed: the parser gave up: UnicodeEncodeError")
+
+
+def test_items_without_link_or_guid_are_known_by_title_and_date(store, feed_server):
+    bare = [{key: value for key, value in item.items() if key != "guid"} | {"link": ""}
+            for item in (TECELRA, KYMRIAH_EXPANSION)]
+    feed_server.set("/fda.xml", rss(*bare))
+    poller = Poller(store, [source(feed_server)], BASELINE)
+    (first,) = poller.poll(now=NOW)
+    assert (first.new, len(first.events)) == (2, 2)
+    feed_server.set("/fda.xml", rss(bare[0] | {"summary": "Corrected summary."}, bare[1]))
+    (second,) = poller.poll(now=NOW + timedelta(minutes=10))
+    assert (second.new, second.updated, second.seen, second.events) == (0, 1, 1, [])
+    assert events(store)[0].summary == "Corrected summary."
+
+
+def test_an_item_edited_on_the_feed_that_joined_an_event_updates_that_event(store, feed_server):
+    feed_server.set("/press.xml", rss(TECELRA))
+    feed_server.set("/cber.xml", rss(TECELRA | {"guid": "cber-8812"}))
+    press = source(feed_server, "fda-press", "/press.xml", alert_backlog=True)
+    cber = source(feed_server, "fda-cber", "/cber.xml", alert_backlog=True)
+    Poller(store, [press], BASELINE).poll(now=NOW)
+    Poller(store, [cber], BASELINE).poll(now=NOW + timedelta(minutes=5))
+    feed_server.set("/cber.xml", rss(TECELRA | {"guid": "cber-8812", "summary": "Label corrected by CBER."}))
+    (edited,) = Poller(store, [cber], BASELINE).poll(now=NOW + timedelta(minutes=10))
+    assert (edited.new, edited.updated, edited.events) == (0, 1, [])
+    (event,) = events(store)
+    assert (event.summary, event.status, event.revision) == ("Label corrected by CBER.", "updated", 2)
+    assert sorted(event.sources) == ["fda-cber", "fda-press"]
+    feed_server.set("/press.xml", rss(TECELRA, OLD_NEWS))
+    (press_again,) = Poller(store, [press], BASELINE).poll(now=NOW + timedelta(minutes=15))
+    assert (press_again.new, press_again.updated, press_again.seen) == (1, 0, 1)
+    assert events(store)[0].summary == "Label corrected by CBER."
+
+
+def test_a_source_whose_url_changed_starts_afresh(sqlite_store, feed_server):
+    feed_server.set("/old.xml", b"", status=503)
+    poller = Poller(sqlite_store, [source(feed_server, path="/old.xml")], BASELINE)
+    poller.poll(now=NOW)
+    feed_server.set("/old.xml", rss(OLD_NEWS), etag='"old"')
+    poller.poll(now=NOW + timedelta(minutes=20))
+    feed_server.set("/new.xml", rss(TECELRA, OLD_NEWS), etag='"new"')
+    moved = Poller(sqlite_store, [source(feed_server, path="/new.xml")], BASELINE)
+    with sqlite_store.transaction() as session:
+        session.get(SourceRow, "fda-press").next_poll_at = NOW + timedelta(hours=6)
+    (report,) = moved.poll(due_only=True, now=NOW + timedelta(minutes=30))
+    assert (report.status, report.new, report.seen) == ("ok", 1, 1)
+    assert "if-none-match" not in feed_server.requests_to("/new.xml")[0].headers
+    assert [e.alert for e in events(sqlite_store)] == [False, False]
+
+
+def test_one_source_polled_alone_is_not_charged_when_the_other_servers_are_unreachable_too(sqlite_store):
+    sources = [SourceConfig(id=f"s{n}", regulator="EMA", name="n", url=f"http://127.0.0.1:{closed_port()}/feed.xml")
+               for n in range(3)]
+    (report,) = Poller(sqlite_store, sources, BASELINE).poll(only="s0", now=NOW)
+    assert (report.status, report.charged) == ("failed", False)
+    assert source_row(sqlite_store, "s0").consecutive_failures == 0
+
+
+def test_one_source_polled_alone_is_charged_when_another_server_answers(sqlite_store, feed_server):
+    sources = [SourceConfig(id="down", regulator="EMA", name="n", url=f"http://127.0.0.1:{closed_port()}/feed.xml"),
+               source(feed_server, "up", "/unprogrammed.xml")]
+    (report,) = Poller(sqlite_store, sources, BASELINE).poll(only="down", now=NOW)
+    assert (report.status, report.charged) == ("failed", True)
+    assert source_row(sqlite_store, "down").consecutive_failures == 1

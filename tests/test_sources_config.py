@@ -26,7 +26,7 @@ def test_source_list_loads_with_unique_fetchable_urls(path):
 
 def test_real_config_covers_each_regulator_with_a_feed():
     regulators = {source.regulator for source in load_sources(ROOT / "config/sources.yaml")}
-    assert regulators == {"FDA", "EMA", "MHRA", "Health Canada", "PMDA"}
+    assert regulators == {"FDA", "EMA", "MHRA", "HealthCanada", "PMDA"}
 
 
 def test_every_example_feed_is_found_and_parses():

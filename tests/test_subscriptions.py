@@ -60,6 +60,9 @@ BAD_ENTRIES = [
     ("  - {name: x, channel: slack, url_env: U, mode: digest}", "a digest needs a `schedule:`"),
     ("  - {name: x, channel: slack, url_env: U, mode: digest, schedule: {cron: '0 25 * * *'}}",
      "not a cron expression"),
+    ("  - {name: x, channel: slack, url_env: U, mode: digest, schedule: {cron: '0 8 * * * 30'}}",
+     "not a cron expression"),  # croniter would take a sixth field as seconds
+    ("  - {name: x, channel: slack, url_env: U, mode: digest, schedule: {cron: '0 8 30 2 *'}}", "never fires"),
     ("  - {name: x, channel: slack, url_env: U, mode: digest, schedule: {cron: '0 8 * * *', timezone: Mars/Base}}",
      "unknown IANA time zone"),
     ("  - {name: x, channel: slack, url_env: U, filter: {modalities: [gene_therapie]}}", "unknown modality"),
@@ -165,6 +168,9 @@ def test_the_latest_slot_is_the_run_at_or_before_now():
 
 def test_a_health_subscription_covers_the_sources_it_names(tmp_path):
     ops = load_yaml(tmp_path, GOOD).named("ops")
+    load_yaml(tmp_path, GOOD).check_sources({"fda-press", "ema-news"})
+    with pytest.raises(ConfigError, match=r"\(subscription 'ops'\): health: sources: no source with id 'fda-press'"):
+        load_yaml(tmp_path, GOOD).check_sources({"fda-news"})
 
     assert ops.health.covers("fda-press", "FDA")
     assert not ops.health.covers("ema-news", "EMA")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from workerkit import flush_test_db, redis_test_url, settings_for, write_config
+from workerkit import exclusive_redis, redis_test_url, settings_for, write_config
 
 from workers.app import DELIVER_LIMITS, LONGEST_TASK, POLL_LIMITS, QUEUE, create_app
 
@@ -65,12 +65,9 @@ def test_queue_depth_counts_message_files_without_redis(config, tmp_path):
 
 @pytest.mark.redis
 def test_queue_depth_is_the_length_of_the_redis_list(config, tmp_path):
-    flush_test_db()
-    app = create_app(settings_for(config, tmp_path / "atmp.db", redis_url=redis_test_url()), var_dir=tmp_path)
-    try:
+    with exclusive_redis() as redis_url:
+        app = create_app(settings_for(config, tmp_path / "atmp.db", redis_url=redis_url), var_dir=tmp_path)
         for _ in range(3):
             app.send_task("atmp.sweep")
         assert app.queue_depth() == 3
         assert app.conf.task_default_queue == QUEUE
-    finally:
-        flush_test_db()

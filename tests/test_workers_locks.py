@@ -8,18 +8,17 @@ import sys
 
 import pytest
 import redis
-from workerkit import flush_test_db, redis_test_url, wait_until
+from workerkit import exclusive_redis, wait_until
 
 from workers.locks import FileLocks, RedisLocks
 
 
 @pytest.fixture
 def redis_locks():
-    flush_test_db()
-    client = redis.Redis.from_url(redis_test_url())
-    yield RedisLocks(client)
-    client.close()
-    flush_test_db()
+    with exclusive_redis() as redis_url:
+        client = redis.Redis.from_url(redis_url)
+        yield RedisLocks(client)
+        client.close()
 
 
 @pytest.fixture

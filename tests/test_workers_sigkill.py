@@ -24,8 +24,7 @@ from workerkit import (
     HOOK_URL_ENV,
     HeldReceiver,
     child_env,
-    flush_test_db,
-    redis_test_url,
+    exclusive_redis,
     rss,
     source,
     spawn,
@@ -62,19 +61,24 @@ def oldest_unacked_age(client: redis.Redis) -> float:
     return time.time() - scores[0][1] if scores else 0.0
 
 
-def test_a_delivery_interrupted_by_sigkill_completes_once_after_restart(tmp_path, feed_server):
-    flush_test_db()
+@pytest.fixture
+def redis_url():
+    with exclusive_redis() as url:
+        yield url
+
+
+def test_a_delivery_interrupted_by_sigkill_completes_once_after_restart(tmp_path, feed_server, redis_url):
     feed_server.set("/feed.xml", rss([("k-1", "Earlier news")]))
     with HeldReceiver() as receiver:
         config = write_config(tmp_path / "config", [source("kill", feed_server.url("/feed.xml"))], [webhook("hook")])
         database = tmp_path / "atmp.db"
-        env = child_env(config, database, redis_url=redis_test_url(), ATMP_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
+        env = child_env(config, database, redis_url=redis_url, ATMP_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
                         **{HOOK_URL_ENV: receiver.url, HOOK_SECRET_ENV: HOOK_SECRET})
-        runtime = Runtime.load(Settings(config, f"sqlite:///{database}", redis_test_url()))
+        runtime = Runtime.load(Settings(config, f"sqlite:///{database}", redis_url))
         runtime.poller().poll(now=datetime.now(UTC) - timedelta(minutes=1))
         feed_server.set("/feed.xml", rss([("k-2", "Gene therapy approved"), ("k-1", "Earlier news")]))
         producer = create_app(runtime.settings, var_dir=tmp_path / "var")
-        broker = redis.Redis.from_url(redis_test_url())
+        broker = redis.Redis.from_url(redis_url)
         worker_args = [str(BIN / "celery"), "-A", "workers.app", "worker", "--pool=solo", "--concurrency=1",
                        "--without-mingle", "--without-gossip", "--loglevel=INFO"]
         first = spawn([*worker_args, "--hostname=first@%h"], cwd=tmp_path, env=env, log=tmp_path / "first.log")
@@ -109,7 +113,6 @@ def test_a_delivery_interrupted_by_sigkill_completes_once_after_restart(tmp_path
     with runtime.store.transaction() as session:
         events = list(session.scalars(select(EventRow.title).where(EventRow.alert.is_(True))))
     runtime.store.dispose()
-    flush_test_db()
     assert events == ["Gene therapy approved"]
     assert (completed.status, completed.attempts) == ("sent", 2)
     assert receiver.received() == [completed.idempotency_key] * 2

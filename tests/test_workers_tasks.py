@@ -15,8 +15,7 @@ from workerkit import (
     HOOK_SECRET,
     HOOK_SECRET_ENV,
     HOOK_URL_ENV,
-    flush_test_db,
-    redis_test_url,
+    exclusive_redis,
     rss,
     settings_for,
     source,
@@ -42,21 +41,19 @@ RESULT_TIMEOUT = 30
 @pytest.fixture
 def make_app(tmp_path, monkeypatch):
     """A Celery app on the test Redis database, with its own config folder, SQLite file and var folder."""
-    flush_test_db()
     apps: list[MonitorCelery] = []
 
     def build(sources: list[dict], subscriptions: list[dict] = ()) -> MonitorCelery:
         config = write_config(tmp_path / "config", sources, subscriptions)
-        app = create_app(settings_for(config, tmp_path / "atmp.db", redis_url=redis_test_url()),
-                         var_dir=tmp_path / "var")
-        app.conf.update(result_backend=redis_test_url(), task_ignore_result=False)
+        app = create_app(settings_for(config, tmp_path / "atmp.db", redis_url=redis_url), var_dir=tmp_path / "var")
+        app.conf.update(result_backend=redis_url, task_ignore_result=False)
         apps.append(app)
         return app
 
-    yield build
-    for app in apps:
-        app.runtime.store.dispose()
-    flush_test_db()
+    with exclusive_redis() as redis_url:
+        yield build
+        for app in apps:
+            app.runtime.store.dispose()
 
 
 def run(app: MonitorCelery, task: str, *args: object) -> str:

@@ -3,12 +3,15 @@ hold a request open, so a test can kill the sender in the middle of it."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +27,7 @@ from monitor.config import Settings
 
 REDIS_DB = 12
 """Never 0: the tests flush this database, and only this one."""
+REDIS_LOCK = Path(tempfile.gettempdir()) / f"atmp-monitor-tests-redis-db{REDIS_DB}.lock"
 
 HOOK_URL_ENV = "ATMP_TEST_HOOK_URL"
 HOOK_SECRET_ENV = "ATMP_TEST_HOOK_SECRET"
@@ -38,12 +42,26 @@ def redis_test_url() -> str:
     return f"redis://{parts.hostname or '127.0.0.1'}:{parts.port or 6379}/{REDIS_DB}"
 
 
-def flush_test_db() -> None:
+def _flush_test_db() -> None:
     client = redis.Redis.from_url(redis_test_url())
     try:
         client.flushdb()
     finally:
         client.close()
+
+
+@contextmanager
+def exclusive_redis() -> Iterator[str]:
+    """The test Redis database, empty, and this process's alone until the block ends: two test runs on one
+    machine (two checkouts, two people) would otherwise flush it under each other and run each other's
+    queued tasks with the wrong config. A file lock serialises them; the kernel frees it if a run dies."""
+    with REDIS_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _flush_test_db()
+        try:
+            yield redis_test_url()
+        finally:
+            _flush_test_db()
 
 
 def rss(items: list[tuple[str, str]], *, build: str = "1") -> bytes:

@@ -136,7 +136,7 @@ def sweep(self: Task) -> str:
         missed = delivery.due_digests(app.runtime, started)
     for subscription in missed:
         app.send_task("atmp.send_digest", args=(subscription,))
-    detail = (f"sent={report.sent} retrying={report.retrying} failed={report.failed} reaped={report.reaped} "
-              f"digests={len(missed)}")
+    detail = (f"sent={report.sent} retrying={report.retrying} failed={report.failed} dropped={report.dropped} "
+              f"reaped={report.reaped} digests={len(missed)}")
     _record(app, SWEEP_ENTRY, "atmp.sweep", started, "ok", detail)
     return "ok"

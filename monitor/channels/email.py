@@ -15,6 +15,7 @@ from email.utils import format_datetime, getaddresses, parseaddr
 from pathlib import Path
 from typing import Any, Literal
 
+from jinja2 import TemplateError, TemplateSyntaxError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.channels.base import Channel, EnvName, Notification, Outcome, SendContext, Sent, TransportError, secret
@@ -161,11 +162,12 @@ def _open(settings: SmtpSettings) -> smtplib.SMTP:
 
 
 def _connect_failure(exc: Exception, settings: SmtpSettings) -> TransportError:
-    """Bad credentials, an untrusted certificate or a missing feature will not fix themselves: permanent."""
+    """Bad credentials, an untrusted certificate or a missing feature will not fix themselves: permanent.
+    A login refused with a 4xx code (454: the server's own auth backend is down) is worth trying later."""
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, smtplib.SMTPAuthenticationError):
-        return TransportError(f"SMTP login refused: {exc.smtp_code}", permanent=True)
+        return TransportError(f"SMTP login refused: {exc.smtp_code}", permanent=exc.smtp_code >= 500)
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return TransportError("SMTP server does not offer login (AUTH) on this connection", permanent=True)
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -211,6 +213,14 @@ def _send_one(connection: smtplib.SMTP, message: EmailMessage) -> Sent:
     return Sent(f"SMTP accepted for {recipients - len(refused)} of {recipients} recipients{note}")
 
 
+def _template_failure(notification: Notification, exc: TemplateError) -> TransportError:
+    """A broken override template fails only the messages that use it, not the whole batch, and is retried:
+    Jinja2 reloads a template whose file changed, so fixing the file is enough."""
+    where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, TemplateSyntaxError) else ""
+    kind = "health" if notification.kind == "health" else "digest"
+    return TransportError(f"template error in {kind} email{where}: {type(exc).__name__}: {exc.message}")
+
+
 def send(batch: Sequence[Notification], context: SendContext) -> list[Outcome]:
     """Every message of the batch over one SMTP connection; one outcome per notification, in order."""
     outcomes: dict[int, Outcome] = {}
@@ -220,6 +230,8 @@ def send(batch: Sequence[Notification], context: SendContext) -> list[Outcome]:
             messages.append((index, build_message(notification, context)))
         except TransportError as exc:
             outcomes[index] = exc
+        except TemplateError as exc:
+            outcomes[index] = _template_failure(notification, exc)
     if messages:
         _send_messages(context.config.email.smtp, messages, outcomes, context)
     return [outcomes[index] for index in range(len(batch))]

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from monitor.catalogue import Catalogue, load_baseline
 from monitor.classify import classify
-from monitor.cli.app import app, fail_on_config_error, settings, terminal_safe
+from monitor.cli.app import app, fail_on_config_error, settings, terminal_json, terminal_safe
 from monitor.config import ConfigError
 from monitor.evaluate import FIELDS, CorpusError, Evaluation, evaluate, read_corpus
 from monitor.models import Product
@@ -136,7 +136,7 @@ def _parse_line(number: int, raw: bytes) -> dict[str, Any]:
 
 
 def _write(value: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+    sys.stdout.write(terminal_json(value) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -169,7 +169,7 @@ def eval_command(
         raise typer.Exit(code=2) from None
     result = evaluate(items, baseline, rules=rules)
     if as_json:
-        typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+        typer.echo(terminal_json(result.as_dict(), indent=2))
     else:
         typer.echo("\n".join(report_lines(result, file)))
 
@@ -204,7 +204,8 @@ def report_lines(result: Evaluation, corpus: Path) -> list[str]:
 
 
 def _show(value: Any) -> str:
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    """A label as JSON spells it; labels come from the corpus file, so they are made terminal-safe like titles."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else terminal_safe(str(value))
 
 
 def _confusion_matrix(confusion: dict[tuple[str | None, str | None], int]) -> list[str]:
@@ -222,4 +223,4 @@ def _confusion_matrix(confusion: dict[tuple[str | None, str | None], int]) -> li
 
 
 def _abbreviation(label: str | None) -> str:
-    return "null" if label is None else "".join(part[0] for part in label.split("_")).upper()
+    return "null" if label is None else terminal_safe("".join(part[:1] for part in label.split("_")).upper())

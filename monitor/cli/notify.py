@@ -56,6 +56,7 @@ def deliver() -> None:
     now = datetime.now(UTC)
     report = deliver_due(runtime, now=now)
     typer.echo(f"deliveries: {report.sent} sent, {report.retrying} will retry, {report.failed} failed"
+               + (f", {report.dropped} dropped (no longer matching)" if report.dropped else "")
                + (f", {report.reaped} recovered from a stopped sender" if report.reaped else ""))
     for name in due_digests(runtime, now):
         result = send_digest(runtime, name, now=now)
@@ -143,5 +144,5 @@ def deliveries_retry(ids: list[int] = typer.Argument(None, help="Delivery ids; a
     statuses = {delivery_id: deliver_one(runtime, delivery_id) for delivery_id in chosen}
     for delivery_id, status in statuses.items():
         typer.echo(f"#{delivery_id}: {status}")
-    if any(status != "sent" for status in statuses.values()):
+    if any(status not in ("sent", "dropped") for status in statuses.values()):
         raise typer.Exit(code=1)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 
 import typer
 from sqlalchemy import select
 
-from monitor.cli.app import app, fail_on_config_error, settings, terminal_safe
+from monitor.cli.app import app, fail_on_config_error, settings, terminal_json, terminal_safe
 from monitor.config import ConfigError
 from monitor.fetch import FetchError, fetch, make_client
 from monitor.models import Validators
@@ -58,9 +57,11 @@ def poll(source: str | None = typer.Option(None, "--source", help="Poll only thi
     runtime = load_runtime()
     if source is not None:
         try:
-            runtime.source(source)
+            chosen = runtime.source(source)
         except ConfigError as exc:
             raise fail_on_config_error(exc) from None
+        if not chosen.enabled:
+            typer.echo(f"{source} is disabled in the config (enabled: false), so it is not polled")
     reports = runtime.poller().poll(only=source)
     for report in reports:
         typer.echo(_report_line(report))
@@ -119,8 +120,8 @@ def baseline_list(regulator: str | None = typer.Option(None, help="Only this reg
     for product, origin in products:
         if regulator and product.regulator.lower() != regulator.lower():
             continue
-        typer.echo(f"{product.regulator:<7} {_when(product.approval_date):<10} {product.trade_name:<24} "
-                   f"{product.proper_name or '-':<44} {product.modality or '-':<26} {origin}")
+        typer.echo(f"{product.regulator:<7} {_when(product.approval_date):<10} {terminal_safe(product.trade_name):<24} "
+                   f"{terminal_safe(product.proper_name) or '-':<44} {product.modality or '-':<26} {origin}")
 
 
 def _event_json(event: EventRow) -> dict:
@@ -151,7 +152,7 @@ def events_list(
         events = list(session.scalars(query))
     for event in events:
         if as_json:
-            typer.echo(json.dumps(_event_json(event), ensure_ascii=False))
+            typer.echo(terminal_json(_event_json(event)))
             continue
         kind = (event.event_type or "-") if event.is_atmp else "not-atmp"
         flag = "" if event.alert else " (history)"
