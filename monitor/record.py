@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -110,8 +110,9 @@ _STORED_PRODUCT_FIELDS = ("regulator", "trade_name", "proper_name", "sponsor", "
                           "modality", "submodality", "learned_from_event")
 
 
-def learn_products(session: Session, event: EventRow, analysis: Analysis, catalogue: Catalogue) -> list[str]:
-    """A detected first approval adds its products to that regulator's catalogue, citing the event."""
+def learn_products(event: EventRow, analysis: Analysis, catalogue: Catalogue) -> list[Product]:
+    """A detected first approval adds its products to that regulator's catalogue at once, so that the next
+    entry of the same batch already knows them; `store_learned` writes them once the event has its id."""
     if not (event.is_atmp and event.event_type == "new_product"):
         return []
     learned = []
@@ -126,14 +127,17 @@ def learn_products(session: Session, event: EventRow, analysis: Analysis, catalo
             approval_date=event.published.date() if event.published else None,
             modality=found.modality or event.modality,
             submodality=found.submodality or event.submodality,
-            learned_from_event=event.id,
         )
-        if not _storable(product):
-            continue
-        session.add(ProductRow(**{name: getattr(product, name) for name in _STORED_PRODUCT_FIELDS}))
-        catalogue.add(product)
-        learned.append(product.trade_name)
+        if _storable(product):
+            catalogue.add(product)
+            learned.append(product)
     return learned
+
+
+def store_learned(session: Session, event: EventRow, products: Sequence[Product]) -> None:
+    for product in products:
+        fields = {name: getattr(product, name) for name in _STORED_PRODUCT_FIELDS}
+        session.add(ProductRow(**(fields | {"learned_from_event": event.id})))
 
 
 def learned_products(session: Session) -> list[Product]:
@@ -181,6 +185,11 @@ def _should_alert(source: SourceConfig, row: SourceRow, entry: Entry, now: datet
     return entry.published is None or entry.published >= now - OLD_NEWS
 
 
+def _oldest_first(change: Change) -> tuple[bool, datetime]:
+    published = change.entry.published
+    return (published is None, published or datetime.min.replace(tzinfo=UTC))
+
+
 class Recorder:
     """Applies one source's changes; one instance per source poll, inside its transaction."""
 
@@ -193,15 +202,16 @@ class Recorder:
         self.outbox = outbox
         self.now = now
         self.result = Recorded()
-        self._published: list[tuple[EventRow, Analysis]] = []
+        self._published: list[tuple[EventRow, list[Product]]] = []
         self._new_events: list[EventRow] = []
 
     def record(self, entries: Sequence[Entry]) -> Recorded:
-        """Write every change, then flush once and publish: per-entry flushes cost more than the parsing."""
+        """Write every change, oldest first so an approval teaches the catalogue before the news that follows it;
+        then flush once and publish: per-entry flushes cost more than the parsing."""
         with self.session.no_autoflush:
             changes = diff_entries(entries, seen_index(self.session, self.source.id, entries))
             elsewhere = _Elsewhere.load(self.session, self.source.id, [c.entry for c in changes if c.kind == "new"])
-            for change in changes:
+            for change in sorted(changes, key=_oldest_first):
                 if change.kind == "new":
                     self._new(change.entry, elsewhere)
                 elif change.kind == "updated":
@@ -210,8 +220,8 @@ class Recorder:
                     self._seen(change)
         self.session.flush()
         self.result.events = [event.id for event in self._new_events]
-        for event, analysis in self._published:
-            learn_products(self.session, event, analysis, self.catalogue)
+        for event, learned in self._published:
+            store_learned(self.session, event, learned)
             if self.outbox is not None and event.alert:
                 self.outbox(self.session, event)
         return self.result
@@ -266,4 +276,5 @@ class Recorder:
             entry_row.guid = change.entry.guid
 
     def _classify_and_publish(self, event: EventRow) -> None:
-        self._published.append((event, apply_classification(event, self.catalogue)))
+        analysis = apply_classification(event, self.catalogue)
+        self._published.append((event, learn_products(event, analysis, self.catalogue)))

@@ -243,6 +243,20 @@ def test_a_detected_first_approval_teaches_the_catalogue(store, feed_server):
     assert inn_products and all(p["known"] for p in inn_products)
 
 
+def test_an_approval_teaches_the_news_that_follows_it_in_the_same_batch(sqlite_store, feed_server):
+    follow_up = {"guid": "fda-tecelra-label", "title": "FDA approves updated label for Tecelra",
+                 "link": "https://www.fda.gov/news/tecelra-label", "summary": "Tecelra label update.", "date": NOW}
+    feed_server.set("/fda.xml", rss(follow_up, TECELRA))
+    Poller(sqlite_store, [source(feed_server, alert_backlog=True)], BASELINE).poll(now=NOW)
+    by_title = {e.title: e for e in events(sqlite_store)}
+    assert by_title[TECELRA["title"]].event_type == "new_product"
+    assert by_title[follow_up["title"]].event_type == "new_indication"
+    assert {"name": "Tecelra", "known": True} in by_title[follow_up["title"]].products
+    with sqlite_store.transaction() as session:
+        (learned,) = session.scalars(select(ProductRow)).all()
+    assert learned.learned_from_event == by_title[TECELRA["title"]].id
+
+
 def test_a_malformed_feed_keeps_its_entries_and_its_problem_is_in_health(store, feed_server):
     feed_server.set("/bozo.xml", (Path(__file__).parent / "data/feeds/bozo-unescaped-ampersand.xml").read_bytes())
     (report,) = Poller(store, [source(feed_server, path="/bozo.xml")], BASELINE).poll(now=NOW)
@@ -305,7 +319,8 @@ def test_items_without_link_or_guid_are_known_by_title_and_date(store, feed_serv
     feed_server.set("/fda.xml", rss(bare[0] | {"summary": "Corrected summary."}, bare[1]))
     (second,) = poller.poll(now=NOW + timedelta(minutes=10))
     assert (second.new, second.updated, second.seen, second.events) == (0, 1, 1, [])
-    assert events(store)[0].summary == "Corrected summary."
+    (edited,) = [e for e in events(store) if e.title == TECELRA["title"]]
+    assert edited.summary == "Corrected summary."
 
 
 def test_an_item_edited_on_the_feed_that_joined_an_event_updates_that_event(store, feed_server):
