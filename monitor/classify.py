@@ -90,9 +90,12 @@ def analyse(
         return Analysis(_not_atmp(tally, rules), frozenset(tally.fired), ())
 
     tally.reasons.extend(f"outweighed: {reason}" for reason in tally.exclusion_reasons)
-    modality, share = _modality(tally, rules)
-    submodality = _submodality(tally, rules, modality)
     event, event_certainty = _event(title, summary, products, regulator, rules, tally)
+    if event == "guidance" and _broad_scope(tally, rules):
+        modality, share, submodality = None, 1.0, None
+    else:
+        modality, share = _modality(tally, rules)
+        submodality = _submodality(tally, rules, modality)
     net = tally.evidence - tally.against
     confidence = (1 - 0.5 ** (net / rules.atmp_threshold)) * (0.6 + 0.4 * share) * event_certainty
     classification = Classification(
@@ -400,6 +403,14 @@ def _modality(tally: _Tally, rules: RuleSet) -> tuple[str | None, float]:
     tally.reasons.append(f"modality {modality} ({votes} votes" + (f"; {others}" if others else "") +
                          f") → EU {_eu(rules, modality)}")
     return modality, votes / sum(tally.modality.values())
+
+
+def _broad_scope(tally: _Tally, rules: RuleSet) -> bool:
+    """Guidance about advanced therapies as a whole (categories.yaml: decision.broad_scope) has no one modality."""
+    named = sorted(rule for rule in rules.broad_scope if f"keyword:{rule}" in tally.fired)
+    if named:
+        tally.reasons.append(f"guidance for advanced therapies in general ({', '.join(named)}) → no single modality")
+    return bool(named)
 
 
 def _eu(rules: RuleSet, modality: str) -> str:

@@ -95,6 +95,7 @@ class RuleSet:
     precedence: tuple[str, ...]
     atmp_threshold: int
     catalogue_weight: int
+    broad_scope: frozenset[str]
     vector_stems: tuple[Stem, ...]
     cell_stems: tuple[Stem, ...]
     gene_words: tuple[Stem, ...]
@@ -219,6 +220,7 @@ class ModalitySpec(_Spec):
 class DecisionSpec(_Spec):
     atmp_threshold: int = Field(ge=1, le=50)
     catalogue_weight: int = Field(ge=0, le=10)
+    broad_scope: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -305,6 +307,10 @@ def _build(lists: dict[str, list[_Item]], singles: dict[str, _Item]) -> RuleSet:
     keywords = tuple(checker.keyword(item, ids) for item in lists["keywords"])
     exclusions = tuple(_exclusion(item, ids) for item in lists["exclusions"])
     events = tuple(_event(item, ids) for item in lists["events"])
+    unknown_scope = set(decision.broad_scope) - {rule.id for rule in keywords}
+    if unknown_scope:
+        raise ConfigError(singles["decision"].path, f"decision.broad_scope: no keyword rule {sorted(unknown_scope)}",
+                          line=singles["decision"].line)
     if not any(rule.event == "approval" for rule in events):
         raise ConfigError(lists["events"][0].path, "`events` needs an `approval` group")
     indication_spec: IndicationSpec = _parse(IndicationSpec, singles["indication"], "indication")
@@ -316,6 +322,7 @@ def _build(lists: dict[str, list[_Item]], singles: dict[str, _Item]) -> RuleSet:
         precedence=precedence,
         atmp_threshold=decision.atmp_threshold,
         catalogue_weight=decision.catalogue_weight,
+        broad_scope=frozenset(decision.broad_scope),
         vector_stems=_longest_first(vector_stems),
         cell_stems=_longest_first(cell_stems),
         gene_words=_longest_first(gene_words),

@@ -152,14 +152,15 @@ def test_bad_corpus_line_is_refused_with_its_number(tmp_path, line, problem):
 # its facts or labels are wrong, and say why. Raise a floor when the classifier improves.
 # First blind measurement: recall 0.958, approval recall 0.941, modality and eu_category 0.916, submodality and
 # event 0.958 (Encelto missed: "capsule" counted as a small-molecule dosage form). The rules were then changed
-# (dosage forms weigh 1, capsule implants are combined ATMPs), so the Encelto item is no longer blind.
+# (dosage forms weigh 1, capsule implants are combined ATMPs; guidance on advanced therapies in general gets no
+# modality), so the Encelto and the materials-guidance items are no longer blind.
 HELDOUT = DATA / "heldout_2024_2025.jsonl"
 HELDOUT_MEASURED = {
     "precision": 1.0,
     "recall": 1.0,
     "approval_recall": 1.0,
-    "modality": 0.958,
-    "eu_category": 0.958,
+    "modality": 1.0,
+    "eu_category": 1.0,
     "submodality": 0.958,
     "event": 1.0,
 }

@@ -185,6 +185,12 @@ def test_precedence_must_list_each_modality(rules_dir):
     assert "`precedence` must list each modality once" in _refused(rules_dir)
 
 
+def test_broad_scope_must_name_keyword_rules(rules_dir):
+    path = rules_dir / "categories.yaml"
+    path.write_text(path.read_text().replace("broad_scope: [atmp, ", "broad_scope: [no_such_rule, "), encoding="utf-8")
+    assert "decision.broad_scope: no keyword rule ['no_such_rule']" in _refused(rules_dir)
+
+
 def test_events_need_an_approval_group(rules_dir):
     path = rules_dir / "events.yaml"
     path.write_text(path.read_text().replace("event: approval", "event: guidance"), encoding="utf-8")
